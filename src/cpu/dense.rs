@@ -113,11 +113,7 @@ pub fn dynamics(
     for l in 0..queries.rows {
         for _ in 0..max_steps {
             let next = update(state.row(l));
-            let change = next
-                .iter()
-                .zip(state.row(l))
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+            let change = next.iter().zip(state.row(l)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
             state.row_mut(l).copy_from_slice(&next);
             steps[l] += 1;
             if change <= eps {
@@ -164,7 +160,8 @@ mod tests {
     #[test]
     fn a_stored_pattern_is_a_fixed_point_at_high_beta() {
         let m = Matrix { rows: 2, cols: 2, data: vec![1.0, 0.0, 0.0, 1.0] };
-        let d = dynamics(&Matrix { rows: 1, cols: 2, data: vec![0.9, 0.2] }, &m, 50.0, 10, 1e-9, dense_update(&m, 50.0));
+        let d =
+            dynamics(&Matrix { rows: 1, cols: 2, data: vec![0.9, 0.2] }, &m, 50.0, 10, 1e-9, dense_update(&m, 50.0));
         assert!((d.state.data[0] - 1.0).abs() < 1e-9 && d.state.data[1].abs() < 1e-9);
         assert!(d.converged[0]);
     }

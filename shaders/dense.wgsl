@@ -1,0 +1,219 @@
+// Dense retrieval, pass 1 of 2: tiled online softmax over one split of the
+// memories (FlashAttention's inner loop, split over memory chunks as in
+// flash-decoding). Pass 2 (dense_merge.wgsl) merges the splits.
+//
+// Workgroup (x, y, z) = (block of 16 queries, split of the bound memory
+// segment, block of 64 output columns). Per 64-memory tile it
+//   1. stages the tile's keys (64 dims at a time) in workgroup memory and
+//      computes the 16 x 64 scores, each thread a 4 x 4 register tile;
+//   2. updates each query's running max and sum (online softmax) and turns
+//      the scores into exp(s - max);
+//   3. stages the tile's values and accumulates exp(s - max) * v into 4 x 4
+//      register tiles of the output, rescaled when the running max moves.
+// No L x M score matrix ever reaches global memory. Per-thread state lives in
+// named vec4 registers: loop-indexed private arrays are slow on lavapipe.
+//
+// Reference: src/cpu/dense.rs. Host side: src/kernels/dense.rs.
+
+// Keep in sync with `DenseParams` in src/kernels/dense.rs.
+struct Params {
+    l: u32,           // queries in this batch
+    d: u32,           // pattern dimension
+    dv: u32,          // value dimension
+    seg_rows: u32,    // memories in the bound segment
+    seg_row0: u32,    // global index of the segment's first memory
+    split_rows: u32,  // memories per split, a multiple of BM
+    split0: u32,      // index of this segment's first split in the partial arrays
+    n_splits: u32,    // splits in all segments (stride of the partial arrays)
+    beta: f32,
+    scores_only: u32, // 1: only the max/sum/argmax statistics (energy pass)
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const BQ: u32 = 16u;   // queries per workgroup (4 groups of 4)
+const BM: u32 = 64u;   // memories per tile (16 lanes x 4)
+const DK: u32 = 64u;   // dimensions staged per barrier
+const DVB: u32 = 64u;  // output columns per workgroup (16 lanes x 4)
+// Below every score the host admits: it validates beta |x| |xi| < 1e30.
+const NEG: f32 = -3.0e38;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> queries: array<f32>;
+@group(0) @binding(2) var<storage, read> keys: array<f32>;
+@group(0) @binding(3) var<storage, read> values: array<f32>;
+@group(0) @binding(4) var<storage, read_write> part_o: array<f32>;
+@group(0) @binding(5) var<storage, read_write> part_stats: array<vec4<f32>>;
+
+// qs[k * 4 + g] = dimension k of the queries 4g .. 4g + 3 of the block.
+var<workgroup> qs: array<vec4<f32>, 256>;
+// Keys of the tile, transposed: kv[k * BM + j]; then its values: kv[j * DVB + c].
+var<workgroup> kv: array<f32, 4096>;
+// ps[j * 4 + g]: scores, then exp(s - max), of memory j for query group g.
+var<workgroup> ps: array<vec4<f32>, 256>;
+// Factor exp(old max - new max) by which each query's accumulator is rescaled.
+var<workgroup> alpha: array<vec4<f32>, 4>;
+
+fn load_queries(t: u32, q0: u32, k0: u32) {
+    // 16 queries x 64 dims; consecutive threads read consecutive dims.
+    for (var i = 0u; i < 16u; i++) {
+        let e = t + 64u * i;
+        let qi = e / DK;
+        let k = e % DK;
+        var v = 0.0;
+        if (q0 + qi < p.l && k0 + k < p.d) {
+            v = queries[(q0 + qi) * p.d + k0 + k];
+        }
+        qs[k * 4u + qi / 4u][qi % 4u] = v;
+    }
+}
+
+fn load_keys(t: u32, m0: u32, m_end: u32, k0: u32) {
+    for (var i = 0u; i < 64u; i++) {
+        let e = t + 64u * i;
+        let j = e / DK;
+        let k = e % DK;
+        var v = 0.0;
+        if (m0 + j < m_end && k0 + k < p.d) {
+            v = keys[(m0 + j) * p.d + k0 + k];
+        }
+        kv[k * BM + j] = v;
+    }
+}
+
+fn load_values(t: u32, m0: u32, m_end: u32, c0: u32) {
+    for (var i = 0u; i < 64u; i++) {
+        let e = t + 64u * i;
+        let j = e / DVB;
+        let c = e % DVB;
+        var v = 0.0;
+        if (m0 + j < m_end && c0 + c < p.dv) {
+            v = values[(m0 + j) * p.dv + c0 + c];
+        }
+        kv[j * DVB + c] = v;
+    }
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let tq = t / 16u;  // this thread's query group (queries 4 tq .. 4 tq + 3)
+    let tm = t % 16u;  // this thread's lane: memories / columns tm + 16 i
+    let q0 = wg.x * BQ;
+    let c0 = wg.z * DVB;
+    let m_begin = wg.y * p.split_rows;
+    let m_end = min(m_begin + p.split_rows, p.seg_rows);
+    let n_chunks = (p.d + DK - 1u) / DK;
+
+    // Running statistics of query t (threads 0..15 only).
+    var run_max = NEG;
+    var run_sum = 0.0;
+    var run_arg = 0u;
+    // Output accumulators: o_c holds column c0 + tm + 16 c for the 4 queries.
+    var o0 = vec4<f32>(0.0);
+    var o1 = vec4<f32>(0.0);
+    var o2 = vec4<f32>(0.0);
+    var o3 = vec4<f32>(0.0);
+
+    if (n_chunks == 1u) {
+        load_queries(t, q0, 0u);
+    }
+    for (var m0 = m_begin; m0 < m_end; m0 += BM) {
+        // 1. Scores of the 16 queries against memories m0 + tm + 16 j.
+        var s0 = vec4<f32>(0.0);
+        var s1 = vec4<f32>(0.0);
+        var s2 = vec4<f32>(0.0);
+        var s3 = vec4<f32>(0.0);
+        for (var ch = 0u; ch < n_chunks; ch++) {
+            workgroupBarrier(); // the previous readers of qs / kv are done
+            if (n_chunks > 1u) {
+                load_queries(t, q0, ch * DK);
+            }
+            load_keys(t, m0, m_end, ch * DK);
+            workgroupBarrier();
+            let kmax = min(DK, p.d - ch * DK);
+            for (var k = 0u; k < kmax; k++) {
+                let q = qs[k * 4u + tq];
+                let kb = k * BM + tm;
+                s0 += q * kv[kb];
+                s1 += q * kv[kb + 16u];
+                s2 += q * kv[kb + 32u];
+                s3 += q * kv[kb + 48u];
+            }
+        }
+        let neg = vec4<f32>(NEG);
+        ps[(tm) * 4u + tq] = select(neg, s0 * p.beta, m0 + tm < m_end);
+        ps[(tm + 16u) * 4u + tq] = select(neg, s1 * p.beta, m0 + tm + 16u < m_end);
+        ps[(tm + 32u) * 4u + tq] = select(neg, s2 * p.beta, m0 + tm + 32u < m_end);
+        ps[(tm + 48u) * 4u + tq] = select(neg, s3 * p.beta, m0 + tm + 48u < m_end);
+        workgroupBarrier();
+
+        // 2. Online softmax, one thread per query.
+        if (t < BQ) {
+            let g = t / 4u;
+            let c = t % 4u;
+            var tile_max = NEG;
+            var tile_arg = 0u;
+            for (var j = 0u; j < BM; j++) {
+                let s = ps[j * 4u + g][c];
+                if (s > tile_max) { // strict: the lowest index wins ties
+                    tile_max = s;
+                    tile_arg = j;
+                }
+            }
+            let new_max = max(run_max, tile_max);
+            if (tile_max > run_max) {
+                run_arg = m0 + tile_arg;
+            }
+            let a = exp(run_max - new_max);
+            var sum = 0.0;
+            for (var j = 0u; j < BM; j++) {
+                let e = exp(ps[j * 4u + g][c] - new_max);
+                ps[j * 4u + g][c] = e;
+                sum += e;
+            }
+            run_sum = run_sum * a + sum;
+            run_max = new_max;
+            alpha[g][c] = a;
+        }
+        workgroupBarrier();
+
+        // 3. Accumulate exp(s - max) * v for this thread's 4 x 4 output tile.
+        if (p.scores_only == 0u) {
+            load_values(t, m0, m_end, c0);
+            workgroupBarrier();
+            let a = alpha[tq];
+            o0 *= a;
+            o1 *= a;
+            o2 *= a;
+            o3 *= a;
+            let jmax = min(BM, m_end - m0);
+            for (var j = 0u; j < jmax; j++) {
+                let w = ps[j * 4u + tq];
+                let vb = j * DVB + tm;
+                o0 += w * kv[vb];
+                o1 += w * kv[vb + 16u];
+                o2 += w * kv[vb + 32u];
+                o3 += w * kv[vb + 48u];
+            }
+        }
+    }
+
+    let split = p.split0 + wg.y;
+    if (p.scores_only == 0u) {
+        for (var i = 0u; i < 4u; i++) {
+            let q = q0 + tq * 4u + i;
+            if (q < p.l) {
+                let base = (q * p.n_splits + split) * p.dv;
+                let c = c0 + tm;
+                if (c < p.dv) { part_o[base + c] = o0[i]; }
+                if (c + 16u < p.dv) { part_o[base + c + 16u] = o1[i]; }
+                if (c + 32u < p.dv) { part_o[base + c + 32u] = o2[i]; }
+                if (c + 48u < p.dv) { part_o[base + c + 48u] = o3[i]; }
+            }
+        }
+    }
+    if (t < BQ && wg.z == 0u && q0 + t < p.l) {
+        part_stats[(q0 + t) * p.n_splits + split] =
+            vec4<f32>(run_max, run_sum, bitcast<f32>(p.seg_row0 + run_arg), 0.0);
+    }
+}

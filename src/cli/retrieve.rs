@@ -1,0 +1,96 @@
+//! `hopfield-gpu retrieve`: memories and queries from .npy, z (and energies) to .npy.
+
+use std::path::PathBuf;
+
+use hopfield_gpu::npy;
+use hopfield_gpu::{MemoryBank, RetrieveOptions};
+
+use super::{CliError, MethodArg};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Stored patterns, a 2-D [M, d] .npy (float32, float64 or uint8).
+    #[arg(long, value_name = "M.npy")]
+    memories: PathBuf,
+    /// Query patterns, a 2-D [L, d] .npy.
+    #[arg(long, value_name = "X.npy")]
+    queries: PathBuf,
+    /// Inverse temperature (> 0), applied to the scores.
+    #[arg(long, value_name = "B", allow_negative_numbers = true)]
+    beta: f32,
+    /// Where to write the retrieved patterns, [L, dv] float32.
+    #[arg(long, value_name = "Z.npy")]
+    out: PathBuf,
+    /// Separate values [M, dv] (hetero-association); default: the memories.
+    #[arg(long, value_name = "V.npy")]
+    values: Option<PathBuf>,
+    /// Retrieval method.
+    #[arg(long, value_enum, default_value = "dense")]
+    method: MethodArg,
+    /// Most updates per query (1 = one retrieval step).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    steps: u32,
+    /// Stop a query once an update moves no coordinate by more than this.
+    #[arg(long, value_name = "E", default_value_t = 1e-5, allow_negative_numbers = true)]
+    eps: f32,
+    /// Write the energy of each final state, a 1-D [L] float32 .npy.
+    #[arg(long, value_name = "E.npy")]
+    energy_out: Option<PathBuf>,
+}
+
+pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
+    let opts = RetrieveOptions {
+        method: args.method.into(),
+        beta: args.beta,
+        max_steps: args.steps,
+        eps: args.eps,
+        energy: args.energy_out.is_some(),
+    };
+    // Check the flags and read every file before touching the GPU.
+    opts.validate()?;
+    let mem = npy::read_2d(&args.memories)?;
+    let q = npy::read_2d(&args.queries)?;
+    if q.cols != mem.cols {
+        return Err(CliError::Usage {
+            flag: "--queries",
+            why: format!(
+                "{} has d = {}, but the memories {} have d = {}",
+                args.queries.display(),
+                q.cols,
+                args.memories.display(),
+                mem.cols
+            ),
+        });
+    }
+    let values = args.values.as_ref().map(|p| npy::read_2d(p)).transpose()?;
+    if let (Some(v), Some(p)) = (&values, &args.values) {
+        if v.rows != mem.rows {
+            return Err(CliError::Usage {
+                flag: "--values",
+                why: format!("{} has {} rows, but there are {} memories", p.display(), v.rows, mem.rows),
+            });
+        }
+    }
+    let ctx = super::context(device)?;
+    let bank = match &values {
+        Some(v) => MemoryBank::with_values(&ctx, &mem.data, mem.rows, mem.cols, &v.data, v.cols)?,
+        None => MemoryBank::new(&ctx, &mem.data, mem.rows, mem.cols)?,
+    };
+    let r = ctx.retrieve(&bank, &q.data, &opts)?;
+    npy::write_f32_2d(&args.out, r.rows, r.cols, &r.z)?;
+    if let (Some(path), Some(e)) = (&args.energy_out, &r.energy) {
+        npy::write_f32_1d(path, e)?;
+    }
+    let converged = r.converged.iter().filter(|&&c| c).count();
+    let max_steps = r.steps.iter().max().copied().unwrap_or(0);
+    eprintln!(
+        "retrieved {} x {} -> {} ({} of {} queries converged, at most {} steps)",
+        r.rows,
+        r.cols,
+        args.out.display(),
+        converged,
+        r.rows,
+        max_steps
+    );
+    Ok(())
+}

@@ -1,0 +1,347 @@
+//! Host side of `shaders/dense.wgsl`, `shaders/dense_merge.wgsl` and
+//! `shaders/dense_naive.wgsl`: uniform layouts, the split plan, and functions
+//! that record dispatches into a compute pass the caller owns (encode, don't
+//! submit: the caller batches every step into one submission).
+
+use bytemuck::{Pod, Zeroable};
+use wgpu::util::DeviceExt;
+
+use crate::bank::MemoryBank;
+use crate::context::Context;
+use crate::error::{Error, Result};
+
+/// Queries per workgroup of `dense.wgsl` (`BQ`).
+pub(crate) const BQ: usize = 16;
+/// Memories per tile of `dense.wgsl` (`BM`).
+pub(crate) const BM: usize = 64;
+/// Dimensions staged per barrier in `dense.wgsl` (`DK`).
+pub(crate) const DK: usize = 64;
+/// Output columns per workgroup of `dense.wgsl` (`DVB`).
+pub(crate) const DVB: usize = 64;
+/// Workgroup memory `dense.wgsl` declares: qs + kv + ps + alpha.
+pub(crate) const TILED_WORKGROUP_BYTES: u32 = (256 * 16 + 4096 * 4 + 256 * 16 + 4 * 16) as u32;
+/// Largest workgroup count along one dispatch dimension that every device accepts.
+pub(crate) const MAX_GROUPS: usize = 65535;
+
+/// Keep in sync with `Params` in shaders/dense.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct DenseParams {
+    pub l: u32,
+    pub d: u32,
+    pub dv: u32,
+    pub seg_rows: u32,
+    pub seg_row0: u32,
+    pub split_rows: u32,
+    pub split0: u32,
+    pub n_splits: u32,
+    pub beta: f32,
+    pub scores_only: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Keep in sync with `Params` in shaders/dense_merge.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct MergeParams {
+    pub l: u32,
+    pub dv: u32,
+    pub n_splits: u32,
+    pub mode: u32,
+    pub beta: f32,
+    pub eps: f32,
+    pub groups_x: u32,
+    pub _pad: u32,
+}
+
+/// Keep in sync with `Params` in shaders/dense_naive.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(crate) struct NaiveParams {
+    pub l: u32,
+    pub d: u32,
+    pub dv: u32,
+    pub m0: u32,
+    pub m1: u32,
+    pub first: u32,
+    pub last: u32,
+    pub beta: f32,
+}
+
+/// Per-query results written by dense_merge.wgsl. Keep in sync with
+/// `QueryInfo` there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub(crate) struct QueryInfo {
+    pub lse: f32,
+    pub energy: f32,
+    pub argmax: u32,
+    pub steps: u32,
+    pub converged: u32,
+    pub delta: f32,
+    pub _pad: [u32; 2],
+}
+
+/// What `mode` the merge pass runs in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MergeMode {
+    /// Write z to the output.
+    Retrieve = 0,
+    /// Replace the state by z, unless converged; count moving queries.
+    Step = 1,
+    /// Energy of the current state only.
+    Energy = 2,
+}
+
+/// How the memories are cut into splits, each the work of one workgroup
+/// column, never straddling a segment.
+#[derive(Clone, Debug)]
+pub(crate) struct SplitPlan {
+    /// Memories per split (a multiple of BM).
+    pub split_rows: usize,
+    /// Per segment: (index of its first split, number of splits).
+    pub per_segment: Vec<(usize, usize)>,
+    /// Splits in all.
+    pub n_splits: usize,
+}
+
+impl SplitPlan {
+    /// Enough splits that `l` queries keep the device busy: a few queries
+    /// against a million memories must still fill a GPU (flash-decoding).
+    pub(crate) fn new(ctx: &Context, bank: &MemoryBank, l: usize) -> SplitPlan {
+        let work_groups = l.div_ceil(BQ) * bank.value_dim().div_ceil(DVB);
+        let target = if ctx.is_cpu() {
+            // lavapipe runs one workgroup per thread; more splits only add merging.
+            4 * std::thread::available_parallelism().map_or(4, |n| n.get())
+        } else {
+            2048
+        };
+        let tiles = bank.len().div_ceil(BM);
+        let want = target.div_ceil(work_groups).clamp(1, (tiles / 2).max(1));
+        let split_rows = bank.len().div_ceil(want).div_ceil(BM) * BM;
+        Self::with_rows(ctx, bank, split_rows)
+    }
+
+    /// The fewest splits the device allows (used when the partial buffers
+    /// would not fit otherwise).
+    pub(crate) fn minimal(ctx: &Context, bank: &MemoryBank) -> SplitPlan {
+        let largest = bank.segments.iter().map(|s| s.rows).max().unwrap_or(1);
+        Self::with_rows(ctx, bank, largest.div_ceil(BM) * BM)
+    }
+
+    fn with_rows(ctx: &Context, bank: &MemoryBank, mut split_rows: usize) -> SplitPlan {
+        if let Some(budget) = ctx.loop_budget() {
+            // Loop iterations of one invocation per tile of dense.wgsl, each
+            // loop counted with one more for its exit: per 64-dim chunk the
+            // key load (65), query load (17), dot products (65) and the chunk
+            // loop (1); then softmax (2 x 65), value load (65), weighted sum
+            // (65) and the tile loop (1).
+            let per_tile = bank.dim().div_ceil(DK) * (65 + 17 + 65 + 1) + 4 * 65 + 1;
+            split_rows = split_rows.min((budget / per_tile).max(1) * BM);
+        }
+        // One dispatch dimension holds a segment's splits.
+        let largest = bank.segments.iter().map(|s| s.rows).max().unwrap_or(1);
+        split_rows = split_rows.max(largest.div_ceil(MAX_GROUPS).div_ceil(BM) * BM);
+        let mut per_segment = Vec::with_capacity(bank.segments.len());
+        let mut n = 0;
+        for seg in &bank.segments {
+            let count = seg.rows.div_ceil(split_rows);
+            per_segment.push((n, count));
+            n += count;
+        }
+        SplitPlan { split_rows, per_segment, n_splits: n }
+    }
+}
+
+/// Scratch that one batch of queries needs.
+pub(crate) struct Partials {
+    pub o: wgpu::Buffer,
+    pub stats: wgpu::Buffer,
+}
+
+impl Partials {
+    pub(crate) fn bytes(l: usize, dv: usize, plan: &SplitPlan) -> (u64, u64) {
+        ((l * plan.n_splits * dv * 4) as u64, (l * plan.n_splits * 16) as u64)
+    }
+}
+
+fn uniform<T: Pod>(ctx: &Context, value: &T) -> wgpu::Buffer {
+    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("params"),
+        contents: bytemuck::bytes_of(value),
+        usage: wgpu::BufferUsages::UNIFORM,
+    })
+}
+
+fn entire(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
+    b.as_entire_binding()
+}
+
+/// Record pass 1 (dense.wgsl) for `l` queries in `queries` against every
+/// segment of `bank`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_partial(
+    ctx: &Context,
+    pass: &mut wgpu::ComputePass<'_>,
+    bank: &MemoryBank,
+    plan: &SplitPlan,
+    queries: &wgpu::Buffer,
+    l: usize,
+    partials: &Partials,
+    beta: f32,
+    scores_only: bool,
+) -> Result<()> {
+    let pipeline = ctx.pipeline("dense", "main", &[])?;
+    let layout = pipeline.get_bind_group_layout(0);
+    let (d, dv) = (bank.dim(), bank.value_dim());
+    pass.set_pipeline(&pipeline);
+    for (seg, &(split0, count)) in bank.segments.iter().zip(&plan.per_segment) {
+        let params = uniform(
+            ctx,
+            &DenseParams {
+                l: l as u32,
+                d: d as u32,
+                dv: dv as u32,
+                seg_rows: seg.rows as u32,
+                seg_row0: seg.row0 as u32,
+                split_rows: plan.split_rows as u32,
+                split0: split0 as u32,
+                n_splits: plan.n_splits as u32,
+                beta,
+                scores_only: scores_only as u32,
+                _pad: [0; 2],
+            },
+        );
+        let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("dense"),
+            layout: &layout,
+            entries: &[
+                wgpu::BindGroupEntry { binding: 0, resource: entire(&params) },
+                wgpu::BindGroupEntry { binding: 1, resource: entire(queries) },
+                wgpu::BindGroupEntry { binding: 2, resource: seg.key_binding(d) },
+                wgpu::BindGroupEntry { binding: 3, resource: seg.value_binding(dv) },
+                wgpu::BindGroupEntry { binding: 4, resource: entire(&partials.o) },
+                wgpu::BindGroupEntry { binding: 5, resource: entire(&partials.stats) },
+            ],
+        });
+        pass.set_bind_group(0, &group, &[]);
+        let z = if scores_only { 1 } else { dv.div_ceil(DVB) };
+        pass.dispatch_workgroups(l.div_ceil(BQ) as u32, count as u32, z as u32);
+    }
+    Ok(())
+}
+
+/// Record pass 2 (dense_merge.wgsl). `out` is z (Retrieve) or the state
+/// (Step, Energy); `cols` is its row length.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_merge(
+    ctx: &Context,
+    pass: &mut wgpu::ComputePass<'_>,
+    plan: &SplitPlan,
+    partials: &Partials,
+    out: &wgpu::Buffer,
+    info: &wgpu::Buffer,
+    active: &wgpu::Buffer,
+    l: usize,
+    cols: usize,
+    mode: MergeMode,
+    beta: f32,
+    eps: f32,
+) -> Result<()> {
+    let pipeline = ctx.pipeline("dense_merge", "main", &[])?;
+    let groups_x = l.min(MAX_GROUPS);
+    let params = uniform(
+        ctx,
+        &MergeParams {
+            l: l as u32,
+            dv: cols as u32,
+            n_splits: plan.n_splits as u32,
+            mode: mode as u32,
+            beta,
+            eps,
+            groups_x: groups_x as u32,
+            _pad: 0,
+        },
+    );
+    let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("dense_merge"),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[
+            wgpu::BindGroupEntry { binding: 0, resource: entire(&params) },
+            wgpu::BindGroupEntry { binding: 1, resource: entire(&partials.o) },
+            wgpu::BindGroupEntry { binding: 2, resource: entire(&partials.stats) },
+            wgpu::BindGroupEntry { binding: 3, resource: entire(out) },
+            wgpu::BindGroupEntry { binding: 4, resource: entire(info) },
+            wgpu::BindGroupEntry { binding: 5, resource: entire(active) },
+        ],
+    });
+    pass.set_pipeline(&pipeline);
+    pass.set_bind_group(0, &group, &[]);
+    pass.dispatch_workgroups(groups_x as u32, l.div_ceil(groups_x) as u32, 1);
+    Ok(())
+}
+
+/// Record the naive one-thread-per-query kernel (dense_naive.wgsl): one
+/// dispatch per run of memories that keeps every invocation inside the
+/// driver's loop budget. `run` holds 8 bytes per query.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn encode_naive(
+    ctx: &Context,
+    pass: &mut wgpu::ComputePass<'_>,
+    bank: &MemoryBank,
+    queries: &wgpu::Buffer,
+    l: usize,
+    out: &wgpu::Buffer,
+    run: &wgpu::Buffer,
+    beta: f32,
+) -> Result<()> {
+    let (d, dv) = (bank.dim(), bank.value_dim());
+    if bank.segments.len() != 1 || l.div_ceil(64) > MAX_GROUPS {
+        return Err(Error::Unsupported(format!(
+            "the naive baseline kernel handles one storage binding of memories and at most {} queries",
+            MAX_GROUPS * 64
+        )));
+    }
+    let chunk = match ctx.loop_budget() {
+        // Per memory: the dot product and the accumulation loops, each with
+        // its exit, and the memory loop; plus the two row loops.
+        Some(budget) if budget > 2 * (dv + 1) + d + dv + 3 => (budget - 2 * (dv + 1)) / (d + dv + 3),
+        Some(_) => return Err(Error::Unsupported(format!("the naive kernel cannot run dv = {dv} on this driver"))),
+        None => bank.len(),
+    };
+    let seg = &bank.segments[0];
+    let pipeline = ctx.pipeline("dense_naive", "main", &[])?;
+    let layout = pipeline.get_bind_group_layout(0);
+    pass.set_pipeline(&pipeline);
+    for m0 in (0..bank.len()).step_by(chunk) {
+        let m1 = (m0 + chunk).min(bank.len());
+        let params = uniform(
+            ctx,
+            &NaiveParams {
+                l: l as u32,
+                d: d as u32,
+                dv: dv as u32,
+                m0: m0 as u32,
+                m1: m1 as u32,
+                first: (m0 == 0) as u32,
+                last: (m1 == bank.len()) as u32,
+                beta,
+            },
+        );
+        let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("dense_naive"),
+            layout: &layout,
+            entries: &[
+                wgpu::BindGroupEntry { binding: 0, resource: entire(&params) },
+                wgpu::BindGroupEntry { binding: 1, resource: entire(queries) },
+                wgpu::BindGroupEntry { binding: 2, resource: seg.key_binding(d) },
+                wgpu::BindGroupEntry { binding: 3, resource: seg.value_binding(dv) },
+                wgpu::BindGroupEntry { binding: 4, resource: entire(out) },
+                wgpu::BindGroupEntry { binding: 5, resource: entire(run) },
+            ],
+        });
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(l.div_ceil(64) as u32, 1, 1);
+    }
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! The command line, run as a user would: bad input gets one clear line and a
+//! non-zero exit; a retrieval on the real digits data matches the reference.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use hopfield_gpu::cpu::{self, Matrix};
+use hopfield_gpu::npy;
+use hopfield_gpu::tolerance::Tolerance;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hopfield-gpu"))
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
+}
+
+fn retrieve(args: &[&str]) -> Output {
+    bin().arg("retrieve").args(args).output().expect("the binary runs")
+}
+
+/// Assert a failed run whose stderr mentions every one of `needles`.
+fn assert_fails_with(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, got success; stderr: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks {n:?}: {err}");
+    }
+    assert!(!err.contains("panicked"), "a panic is not an error message: {err}");
+}
+
+fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).expect("write");
+    p.to_string_lossy().into_owned()
+}
+
+/// A minimal .npy v1.0 file with the given header dict and payload.
+fn npy_bytes(dict: &str, payload: &[u8]) -> Vec<u8> {
+    let mut header = dict.to_string();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[test]
+fn bad_files_and_flags_are_reported_without_a_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = data("digits.npy");
+    let good = good.to_str().unwrap();
+    let out = dir.path().join("z.npy");
+    let out = out.to_str().unwrap();
+    let not_npy = write(dir.path(), "text.npy", b"these are not the bytes you are looking for");
+    let full = npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", &[0u8; 24]);
+    let truncated = write(dir.path(), "short.npy", &full[..full.len() - 8]);
+    let three_d = write(
+        dir.path(),
+        "cube.npy",
+        &npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 2), }", &[0u8; 32]),
+    );
+    let other_d = write(dir.path(), "d3.npy", &full);
+
+    assert_fails_with(
+        &retrieve(&["--memories", "/no/such/file.npy", "--queries", good, "--beta", "1", "--out", out]),
+        &["/no/such/file.npy"],
+    );
+    assert_fails_with(
+        &retrieve(&["--memories", &not_npy, "--queries", good, "--beta", "1", "--out", out]),
+        &["text.npy"],
+    );
+    assert_fails_with(
+        &retrieve(&["--memories", &truncated, "--queries", good, "--beta", "1", "--out", out]),
+        &["short.npy"],
+    );
+    assert_fails_with(
+        &retrieve(&["--memories", &three_d, "--queries", good, "--beta", "1", "--out", out]),
+        &["cube.npy", "2, 2, 2"],
+    );
+    assert_fails_with(
+        &retrieve(&["--memories", good, "--queries", &other_d, "--beta", "1", "--out", out]),
+        &["--queries", "d = 3", "d = 64"],
+    );
+    assert_fails_with(
+        &retrieve(&["--memories", good, "--queries", good, "--values", &other_d, "--beta", "1", "--out", out]),
+        &["--values", "2 rows"],
+    );
+    for beta in ["0", "-1", "nan", "inf"] {
+        assert_fails_with(&retrieve(&["--memories", good, "--queries", good, "--beta", beta, "--out", out]), &["beta"]);
+    }
+    assert_fails_with(
+        &retrieve(&["--memories", good, "--queries", good, "--beta", "1", "--eps", "-1", "--out", out]),
+        &["eps"],
+    );
+    assert_fails_with(
+        &retrieve(&["--memories", good, "--queries", good, "--beta", "1", "--steps", "0", "--out", out]),
+        &["steps"],
+    );
+    assert_fails_with(&bin().args(["bench", "--d", "0"]).output().unwrap(), &["--d"]);
+    assert!(!Path::new(out).exists(), "no output is written on failure");
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn retrieve_on_digits_matches_reference() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let digits = npy::read_2d(&data("digits.npy")).expect("digits");
+    // Queries: the first 20 digits with a quarter of their pixels blanked.
+    let (l, d) = (20, digits.cols);
+    let mut q = digits.data[..l * d].to_vec();
+    for (i, v) in q.iter_mut().enumerate() {
+        if i % 4 == 0 {
+            *v = 0.0;
+        }
+    }
+    let qpath = dir.path().join("q.npy");
+    npy::write_f32_2d(&qpath, l, d, &q).unwrap();
+    let (zpath, epath) = (dir.path().join("z.npy"), dir.path().join("e.npy"));
+    let beta = 0.01f32;
+    let out = retrieve(&[
+        "--memories",
+        data("digits.npy").to_str().unwrap(),
+        "--queries",
+        qpath.to_str().unwrap(),
+        "--beta",
+        &beta.to_string(),
+        "--out",
+        zpath.to_str().unwrap(),
+        "--steps",
+        "5",
+        "--eps",
+        "0",
+        "--energy-out",
+        epath.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let z = npy::read_2d(&zpath).unwrap();
+    assert_eq!((z.rows, z.cols), (l, d));
+    let xi = Matrix::from_f32(digits.rows, d, &digits.data);
+    let want = cpu::dense::dynamics(
+        &Matrix::from_f32(l, d, &q),
+        &xi,
+        f64::from(beta),
+        5,
+        0.0,
+        cpu::dense::dense_update(&xi, f64::from(beta)),
+    );
+    // Pixels are 0..16 and scores reach beta * 16^2 * 64 ~ 160: f32 keeps ~1e-5 relative.
+    let tol = Tolerance::new(1e-3, 1e-4);
+    tol.check(&z.data, &want.state.data).unwrap_or_else(|m| panic!("z: {m}"));
+    let e = std::fs::read(&epath).unwrap();
+    assert!(e.len() > 80, "energy file written");
+}

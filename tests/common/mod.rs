@@ -1,0 +1,37 @@
+//! Shared by the GPU test binaries: one context per binary (lavapipe compiles
+//! each pipeline on first use, so sharing it keeps the suite fast), seeded
+//! random data, and the reference-vs-GPU comparison.
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use std::sync::OnceLock;
+
+use hopfield_gpu::tolerance::Tolerance;
+use hopfield_gpu::{Context, ContextOptions};
+use rand::{Rng, SeedableRng};
+
+/// The shared context. With no adapter this panics, so every GPU test fails
+/// loudly; build with `RUSTFLAGS="--cfg skip_gpu_tests"` to mark them ignored instead.
+pub fn ctx() -> &'static Context {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    CTX.get_or_init(|| {
+        Context::new(&ContextOptions::default()).unwrap_or_else(|e| {
+            panic!(
+                "GPU tests need an adapter ({e}). Install lavapipe (apt-get install mesa-vulkan-drivers \
+                 libvulkan1), or mark these tests ignored with RUSTFLAGS=\"--cfg skip_gpu_tests\""
+            )
+        })
+    })
+}
+
+/// `rows x cols` values uniform in `[-scale, scale]`, reproducible from `seed`.
+pub fn random(seed: u64, rows: usize, cols: usize, scale: f32) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..rows * cols).map(|_| rng.random_range(-scale..=scale)).collect()
+}
+
+/// Panic with the tolerance's report if `got` is not close to `want`.
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: Tolerance) {
+    if let Err(m) = tol.check(got, want) {
+        panic!("{what}: {m} (tolerance abs {:e}, rel {:e})", tol.abs, tol.rel);
+    }
+}

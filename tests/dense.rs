@@ -1,0 +1,300 @@
+//! Dense retrieval on the GPU against the f64 CPU reference (src/cpu/dense.rs),
+//! over a grid of shapes that are deliberately not multiples of the tile sizes.
+//!
+//! Tolerances. The kernels compute in f32; the reference in f64. A score
+//! `beta <x, xi>` carries a rounding error of about `sqrt(d) * 6e-8 * beta |x| |xi|`
+//! (random-walk accumulation of d products); with the data below (entries in
+//! [-1, 1], beta = 1/sqrt(d), so |beta <x, xi>| <= sqrt(d)) that is < 1e-5 even
+//! at d = 3072. A softmax weight inherits that as a relative error, and z, a
+//! convex combination of values bounded by 1, an absolute one. Sums over M
+//! terms add M * 6e-8 relative. Hence z: abs 1e-4, rel 1e-4 (an order of
+//! magnitude of headroom); log-sum-exp: abs 1e-4 + rel 1e-5 of its size.
+
+mod common;
+
+use common::{assert_close, ctx, random};
+use hopfield_gpu::cpu::{self, Matrix};
+use hopfield_gpu::tolerance::Tolerance;
+use hopfield_gpu::{Context, ContextOptions, Error, MemoryBank, Method, RetrieveOptions};
+
+const Z_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
+const LSE_TOL: Tolerance = Tolerance::new(1e-4, 1e-5);
+
+/// Run one GPU retrieval and compare z, log-sum-exp, argmax and energy with the reference.
+fn check(ctx: &Context, d: usize, m: usize, l: usize, dv: Option<usize>, seed: u64, method: Method) {
+    let beta = 1.0 / (d as f32).sqrt();
+    let xi = random(seed, m, d, 1.0);
+    let x = random(seed + 1, l, d, 1.0);
+    let (bank, v) = match dv {
+        Some(dv) => {
+            let v = random(seed + 2, m, dv, 1.0);
+            (MemoryBank::with_values(ctx, &xi, m, d, &v, dv).unwrap(), Matrix::from_f32(m, dv, &v))
+        }
+        None => (MemoryBank::new(ctx, &xi, m, d).unwrap(), Matrix::from_f32(m, d, &xi)),
+    };
+    let got = ctx.retrieve(&bank, &x, &RetrieveOptions::dense(beta).method(method)).unwrap();
+    let xs = Matrix::from_f32(l, d, &x);
+    let xim = Matrix::from_f32(m, d, &xi);
+    let want = cpu::dense::dense(&xs, &xim, &v, f64::from(beta));
+    let what = format!("{method:?} d={d} m={m} l={l} dv={dv:?}");
+    assert_close(&format!("{what}: z"), &got.z, &want.z.data, Z_TOL);
+    if dv.is_none() {
+        // Energies are of the final state z (the state after the update).
+        let e: Vec<f64> = (0..l).map(|i| cpu::dense::energy(want.z.row(i), &xim, f64::from(beta))).collect();
+        assert_close(&format!("{what}: energy"), got.energy.as_ref().unwrap(), &e, LSE_TOL);
+    } else {
+        // Hetero-association: statistics are of the query itself.
+        assert_close(&format!("{what}: lse"), &got.log_sum_exp, &want.log_sum_exp, LSE_TOL);
+        let argmax: Vec<u32> = want.argmax.iter().map(|&a| a as u32).collect();
+        assert_eq!(got.argmax, argmax, "{what}: argmax");
+    }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn tiled_kernel_matches_reference_over_shape_grid() {
+    let ctx = ctx();
+    for (i, &(d, m, l)) in [
+        (1, 1, 1),
+        (1, 200, 3),
+        (3, 5, 7),
+        (3, 1, 40),
+        (64, 1, 1),
+        (64, 130, 33),
+        (65, 64, 16),
+        (100, 257, 17),
+        (784, 19, 5),
+        (3072, 9, 3),
+    ]
+    .iter()
+    .enumerate()
+    {
+        check(ctx, d, m, l, None, 100 + i as u64, Method::Dense);
+    }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn hetero_association_matches_reference() {
+    // dv = 70 spans two 64-column output blocks; dv = 1 the smallest.
+    check(ctx(), 5, 50, 9, Some(70), 7, Method::Dense);
+    check(ctx(), 16, 33, 4, Some(1), 8, Method::Dense);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn naive_baseline_matches_reference() {
+    check(ctx(), 7, 70, 9, None, 9, Method::Dense);
+    check(ctx(), 7, 70, 9, None, 9, Method::DenseNaive);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn few_queries_many_memories_use_many_splits() {
+    // One query against 20000 memories is split across workgroups and merged.
+    // On lavapipe the splits must also stay short enough for its per-invocation
+    // loop limiter, which would otherwise silently drop memories.
+    check(ctx(), 64, 20_000, 1, None, 11, Method::Dense);
+    check(ctx(), 8, 3000, 1, None, 11, Method::Dense);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn chunked_bank_matches_unchunked() {
+    // Pretend a storage binding holds 4 KiB: 300 memories of d = 24 (28.8 KB)
+    // become several segments, bound one at a time and merged.
+    let small = Context::new(&ContextOptions { max_binding_bytes: Some(4096), ..Default::default() }).unwrap();
+    let (d, m, l) = (24, 300, 20);
+    let xi = random(21, m, d, 1.0);
+    let x = random(22, l, d, 1.0);
+    let chunked = MemoryBank::new(&small, &xi, m, d).unwrap();
+    assert!(chunked.segment_count() > 1, "expected several segments, got {}", chunked.segment_count());
+    let whole = MemoryBank::new(ctx(), &xi, m, d).unwrap();
+    assert_eq!(whole.segment_count(), 1);
+    let opts = RetrieveOptions::dense(0.5);
+    let a = small.retrieve(&chunked, &x, &opts).unwrap();
+    let b = ctx().retrieve(&whole, &x, &opts).unwrap();
+    let want =
+        cpu::dense::dense(&Matrix::from_f32(l, d, &x), &Matrix::from_f32(m, d, &xi), &Matrix::from_f32(m, d, &xi), 0.5);
+    assert_close("chunked z", &a.z, &want.z.data, Z_TOL);
+    assert_close("unchunked z", &b.z, &want.z.data, Z_TOL);
+    // Hetero-association through chunks too, and argmax across segment borders.
+    let v = random(23, m, 3, 1.0);
+    let hb = MemoryBank::with_values(&small, &xi, m, d, &v, 3).unwrap();
+    let h = small.retrieve(&hb, &x, &opts).unwrap();
+    let hw =
+        cpu::dense::dense(&Matrix::from_f32(l, d, &x), &Matrix::from_f32(m, d, &xi), &Matrix::from_f32(m, 3, &v), 0.5);
+    assert_close("chunked hetero z", &h.z, &hw.z.data, Z_TOL);
+    assert_eq!(h.argmax, hw.argmax.iter().map(|&a| a as u32).collect::<Vec<_>>());
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn scores_of_1e4_do_not_overflow() {
+    // beta <x, xi> reaches 1e4: naive exp would overflow f32 at ~88.
+    let ctx = ctx();
+    let (d, m) = (4, 6);
+    let xi = random(31, m, d, 1.0);
+    let x: Vec<f32> = xi[..2 * d].to_vec(); // two stored patterns as queries
+    let norm2: f32 = xi[..d].iter().map(|v| v * v).sum();
+    let beta = 1e4 / norm2;
+    let bank = MemoryBank::new(ctx, &xi, m, d).unwrap();
+    let got = ctx.retrieve(&bank, &x, &RetrieveOptions::dense(beta)).unwrap();
+    assert!(got.z.iter().all(|v| v.is_finite()));
+    let want = cpu::dense::dense(
+        &Matrix::from_f32(2, d, &x),
+        &Matrix::from_f32(m, d, &xi),
+        &Matrix::from_f32(m, d, &xi),
+        f64::from(beta),
+    );
+    assert_close("z at huge beta", &got.z, &want.z.data, Z_TOL);
+    // Scores of 1e4 in f32 carry an absolute error of ~1e4 * 6e-8 * d.
+    assert_close("lse at huge beta", &got.log_sum_exp, &want.log_sum_exp, Tolerance::new(1e-2, 1e-6));
+    assert_eq!(got.argmax, vec![0, 1]);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn dynamics_match_reference_and_energy_never_increases() {
+    let ctx = ctx();
+    let (d, m, l) = (16, 40, 12);
+    let beta = 2.0;
+    let xi = random(41, m, d, 1.0);
+    let x = random(42, l, d, 1.0);
+    let bank = MemoryBank::new(ctx, &xi, m, d).unwrap();
+    let xim = Matrix::from_f32(m, d, &xi);
+    let xs = Matrix::from_f32(l, d, &x);
+
+    // Energy along the trajectory: E(x^t) for t = 1..6 with eps = 0 (no early stop).
+    let mut last: Option<Vec<f32>> = None;
+    for t in 1..=6 {
+        let r = ctx.retrieve(&bank, &x, &RetrieveOptions::dense(beta).steps(t, 0.0)).unwrap();
+        let e = r.energy.unwrap();
+        if let Some(prev) = &last {
+            for (q, (a, b)) in prev.iter().zip(&e).enumerate() {
+                // CCCP guarantees E(x^{t+1}) <= E(x^t); allow f32 rounding of E (|E| ~ 10).
+                assert!(b <= &(a + 1e-5 * a.abs().max(1.0)), "query {q}: energy rose from {a} to {b} at step {t}");
+            }
+        }
+        last = Some(e);
+    }
+
+    // Early stopping per query: compare steps, convergence and states with the reference.
+    let eps = 1e-3;
+    let r = ctx.retrieve(&bank, &x, &RetrieveOptions::dense(beta).steps(50, eps)).unwrap();
+    let want = cpu::dense::dynamics(
+        &xs,
+        &xim,
+        f64::from(beta),
+        50,
+        f64::from(eps),
+        cpu::dense::dense_update(&xim, f64::from(beta)),
+    );
+    assert_close("final states", &r.z, &want.state.data, Tolerance::new(1e-4, 1e-4));
+    assert_close("final energies", r.energy.as_ref().unwrap(), &want.energy, LSE_TOL);
+    assert_eq!(r.converged, want.converged, "converged flags");
+    // A step count can differ by one where a query's change lands within f32
+    // rounding of eps; anything more is a bug.
+    for (q, (&g, &w)) in r.steps.iter().zip(&want.steps).enumerate() {
+        assert!((g as i64 - w as i64).abs() <= 1, "query {q}: {g} steps on the GPU, {w} in the reference");
+    }
+    assert!(r.steps.iter().any(|&s| s > 1) && r.steps.iter().all(|&s| s < 50), "steps {:?}", r.steps);
+
+    // More than 8 steps crosses a host check of the moving-query counter; a
+    // converged query must not change afterwards.
+    let long = ctx.retrieve(&bank, &x, &RetrieveOptions::dense(beta).steps(200, eps)).unwrap();
+    assert_eq!(long.steps, r.steps);
+    assert_close(
+        "states after extra steps",
+        &long.z,
+        &r.z.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
+        Tolerance::new(0.0, 0.0),
+    );
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn caller_owned_device_and_buffers_are_used_without_copies() {
+    use wgpu::util::DeviceExt;
+    // A graphics app's own device: created here with plain wgpu.
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&Default::default())).expect("adapter");
+    let (device, queue) = pollster::block_on(
+        adapter.request_device(&wgpu::DeviceDescriptor { required_limits: adapter.limits(), ..Default::default() }),
+    )
+    .expect("device");
+    let (d, m, l) = (8, 50, 5);
+    let xi = random(51, m, d, 1.0);
+    let x = random(52, l, d, 1.0);
+    let keys = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("app memories"),
+        contents: bytemuck::cast_slice(&xi),
+        usage: wgpu::BufferUsages::STORAGE,
+    });
+    let ctx = Context::from_device(device, queue).unwrap();
+    let bank = MemoryBank::from_buffer(&ctx, &keys, m, d, None).unwrap();
+    let got = ctx.retrieve(&bank, &x, &RetrieveOptions::dense(1.0)).unwrap();
+    let xim = Matrix::from_f32(m, d, &xi);
+    let want = cpu::dense::dense(&Matrix::from_f32(l, d, &x), &xim, &xim, 1.0);
+    assert_close("z from caller buffers", &got.z, &want.z.data, Z_TOL);
+    // A buffer too small for the declared shape is an error, not a GPU fault.
+    assert!(matches!(MemoryBank::from_buffer(&ctx, &keys, m + 1, d, None), Err(Error::ShapeMismatch { .. })));
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn bad_input_gets_typed_errors() {
+    let ctx = ctx();
+    let xi = random(61, 4, 3, 1.0);
+    let bank = MemoryBank::new(ctx, &xi, 4, 3).unwrap();
+    let x = random(62, 2, 3, 1.0);
+    let ok = RetrieveOptions::dense(1.0);
+    // Shape mismatch: queries of d = 2 against memories of d = 3 (length 4 not a multiple of 3).
+    assert!(matches!(ctx.retrieve(&bank, &[1.0; 4], &ok), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(ctx.retrieve(&bank, &[], &ok), Err(Error::Empty { what: "queries" })));
+    assert!(matches!(MemoryBank::new(ctx, &[], 0, 3), Err(Error::Empty { what: "memories" })));
+    assert!(matches!(MemoryBank::new(ctx, &xi, 5, 3), Err(Error::ShapeMismatch { .. })));
+    assert!(matches!(MemoryBank::with_values(ctx, &xi, 4, 3, &[1.0; 7], 2), Err(Error::ShapeMismatch { .. })));
+    let mut nan = x.clone();
+    nan[4] = f32::NAN;
+    assert!(matches!(ctx.retrieve(&bank, &nan, &ok), Err(Error::NonFinite { what: "queries", row: 1, col: 1, .. })));
+    let mut inf = xi.clone();
+    inf[0] = f32::INFINITY;
+    assert!(matches!(MemoryBank::new(ctx, &inf, 4, 3), Err(Error::NonFinite { what: "memories", .. })));
+    for beta in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        assert!(
+            matches!(
+                ctx.retrieve(&bank, &x, &RetrieveOptions::dense(beta)),
+                Err(Error::InvalidParameter { name: "beta", .. })
+            ),
+            "beta {beta}"
+        );
+    }
+    for eps in [-1e-3, f32::NAN] {
+        assert!(matches!(
+            ctx.retrieve(&bank, &x, &ok.clone().steps(3, eps)),
+            Err(Error::InvalidParameter { name: "eps", .. })
+        ));
+    }
+    assert!(matches!(
+        ctx.retrieve(&bank, &x, &ok.clone().steps(0, 0.0)),
+        Err(Error::InvalidParameter { name: "steps", .. })
+    ));
+    // Scores that would overflow f32 are refused, not turned into NaN.
+    assert!(matches!(
+        ctx.retrieve(&bank, &x, &RetrieveOptions::dense(1e35)),
+        Err(Error::InvalidParameter { name: "beta", .. })
+    ));
+    // Iterating a hetero-associative bank is a shape error.
+    let hb = MemoryBank::with_values(ctx, &xi, 4, 3, &[0.5; 8], 2).unwrap();
+    assert!(matches!(ctx.retrieve(&hb, &x, &ok.clone().steps(3, 0.0)), Err(Error::ShapeMismatch { .. })));
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn naive_baseline_matches_reference_at_bench_size() {
+    // Past llvmpipe's 65535-iteration loop limiter per invocation (~508
+    // memories at d = 64 in one loop), the naive kernel must run in pieces.
+    check(ctx(), 64, 600, 3, None, 12, Method::DenseNaive);
+    check(ctx(), 8, 4000, 2, None, 13, Method::DenseNaive);
+}

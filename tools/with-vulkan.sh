@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run a command with a Vulkan device available. If no Vulkan driver is
+# installed, install Mesa's software rasteriser (lavapipe) and the loader
+# first (Debian/Ubuntu; needs root or sudo). A machine with a real GPU driver
+# is left alone. Usage: bash tools/with-vulkan.sh cargo test
+set -euo pipefail
+
+have_vulkan() {
+    ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' &&
+        ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json /usr/local/share/vulkan/icd.d/*.json >/dev/null 2>&1
+}
+
+if ! have_vulkan; then
+    echo "with-vulkan: no Vulkan driver found; installing lavapipe (mesa-vulkan-drivers, libvulkan1)" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends mesa-vulkan-drivers libvulkan1 >/dev/null
+fi
+
+# The Vulkan loader warns on every start when this is unset (headless machines).
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
+exec "$@"
