@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Side by side with PyTorch on the same GPU.
+
+For each shape, runs `hopfield-gpu bench --json` (our median kernel time, GPU
+timestamps) and PyTorch's `torch.nn.functional.scaled_dot_product_attention`
+in f32 with the same beta as its scale (keys = values = memories), timed with
+CUDA events after warm-up, and prints both medians and their ratio.
+
+    python3 tools/compare_torch.py [--bin target/release/hopfield-gpu] [--repeats 10]
+
+Needs a CUDA GPU with PyTorch, and a Vulkan driver for hopfield-gpu. Times
+are medians of `--repeats` runs; the ratio is torch / ours (> 1: we are faster).
+"""
+
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+
+# (d, M, L): the issue's targets and the default-suite shapes.
+SHAPES = [
+    (64, 4096, 4096),
+    (64, 16384, 16384),
+    (64, 4_000_000, 1),
+    (64, 1_000_000, 1024),
+    (784, 8192, 1024),
+]
+
+
+def ours(binary, d, m, l, repeats):
+    out = subprocess.run(
+        [binary, "bench", "--json", "--method", "dense", "--d", str(d), "--m", str(m), "--l", str(l),
+         "--repeats", str(repeats)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    report = json.loads(out)
+    return report["device"]["name"], report["records"][0]
+
+
+def torch_sdpa(d, m, l, repeats, beta):
+    import torch
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.rand(1, 1, l, d, device="cuda", generator=gen) * 2 - 1
+    xi = torch.rand(1, 1, m, d, device="cuda", generator=gen) * 2 - 1
+    # Plain f32 matmuls: no TF32, to compare like with like.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    f = lambda: torch.nn.functional.scaled_dot_product_attention(x, xi, xi, scale=beta)
+    for _ in range(3):
+        f()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        f()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times), torch.cuda.get_device_name()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", default="target/release/hopfield-gpu")
+    ap.add_argument("--repeats", type=int, default=10)
+    args = ap.parse_args()
+    print(f"{'d':>5} {'M':>9} {'L':>6} {'ours ms':>10} {'torch ms':>10} {'torch/ours':>11} {'ours TFLOP/s':>13} {'ours GB/s':>10}")
+    for d, m, l in SHAPES:
+        beta = 1 / math.sqrt(d)
+        try:
+            device, rec = ours(args.bin, d, m, l, args.repeats)
+        except subprocess.CalledProcessError as e:
+            print(f"{d:>5} {m:>9} {l:>6}  hopfield-gpu failed: {e.stderr.strip()}", file=sys.stderr)
+            continue
+        t_ms, torch_device = torch_sdpa(d, m, l, args.repeats, beta)
+        print(f"{d:>5} {m:>9} {l:>6} {rec['median_ms']:>10.3f} {t_ms:>10.3f} {t_ms / rec['median_ms']:>11.2f} "
+              f"{rec['gflops'] / 1e3:>13.2f} {rec['gbps']:>10.1f}")
+    print(f"ours on: {device} ({rec['timing']}); torch on: {torch_device}")
+
+
+if __name__ == "__main__":
+    main()
