@@ -8,6 +8,8 @@
 //! on purpose and exists to be trusted.
 
 pub mod dense;
+pub mod entmax;
+pub mod sparse;
 
 /// A dense row-major matrix of f64, the reference's only data type.
 #[derive(Clone, Debug, PartialEq)]
