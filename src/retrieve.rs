@@ -7,9 +7,10 @@ use std::time::Duration;
 use crate::bank::{magnitudes, validate_matrix, MemoryBank};
 use crate::context::{Context, Timer};
 use crate::error::{Error, Result};
+use crate::kernels;
 use crate::kernels::dense::{self, MergeMode, Partials, QueryInfo, SplitPlan, BQ, MAX_GROUPS};
 
-/// Which retrieval kernel to run.
+/// Which retrieval method to run (SEMANTICS.md defines each).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Method {
@@ -17,8 +18,31 @@ pub enum Method {
     #[default]
     Dense,
     /// The same result from the naive one-thread-per-query kernel: a
-    /// baseline for `bench`, not for use (dv <= 256, one step).
+    /// baseline for `bench`, not for use (one step).
     DenseNaive,
+    /// Softmax over the `k` largest scores only (ties: lower index); the
+    /// others get weight exactly 0. `k >= M` is dense retrieval.
+    TopK {
+        /// Memories kept per query (>= 1).
+        k: usize,
+    },
+    /// Softmax over `k` memories drawn per query without replacement from a
+    /// seeded counter-based hash ([`crate::cpu::sparse::random_rank_key`]).
+    Random {
+        /// Memories kept per query (>= 1).
+        k: usize,
+        /// Seed of the draw.
+        seed: u64,
+    },
+    /// Softmax over a window of memories centred at `floor(l M / L)`.
+    Window {
+        /// Window width (>= 1); default `ceil(sqrt(M))`.
+        width: Option<usize>,
+    },
+    /// sparsemax of the scores (Martins & Astudillo 2016).
+    Sparsemax,
+    /// 1.5-entmax of the scores (Peters et al. 2019).
+    Entmax15,
 }
 
 impl Method {
@@ -27,6 +51,27 @@ impl Method {
         match self {
             Method::Dense => "dense",
             Method::DenseNaive => "dense-naive",
+            Method::TopK { .. } => "topk",
+            Method::Random { .. } => "random",
+            Method::Window { .. } => "window",
+            Method::Sparsemax => "sparsemax",
+            Method::Entmax15 => "entmax15",
+        }
+    }
+
+    /// Whether this is one of the two dense kernels.
+    pub fn is_dense(self) -> bool {
+        matches!(self, Method::Dense | Method::DenseNaive)
+    }
+
+    /// Check the method's own parameters.
+    pub fn validate(&self) -> Result<()> {
+        match *self {
+            Method::TopK { k: 0 } | Method::Random { k: 0, .. } => {
+                Err(Error::invalid("k", 0, "at least one memory must be kept"))
+            }
+            Method::Window { width: Some(0) } => Err(Error::invalid("window", 0, "must be at least 1")),
+            _ => Ok(()),
         }
     }
 }
@@ -44,13 +89,17 @@ pub struct RetrieveOptions {
     /// (absolute, max-norm). Must be finite and >= 0.
     pub eps: f32,
     /// Also compute the energy of each final state (one more scoring pass).
+    /// For every method this is the dense energy `E(x)`.
     pub energy: bool,
+    /// Also return each query's support (the memories with non-zero weight);
+    /// not available for dense retrieval.
+    pub support: bool,
 }
 
 impl RetrieveOptions {
     /// One dense update at inverse temperature `beta`, with energies.
     pub fn dense(beta: f32) -> Self {
-        RetrieveOptions { method: Method::Dense, beta, max_steps: 1, eps: 1e-5, energy: true }
+        RetrieveOptions { method: Method::Dense, beta, max_steps: 1, eps: 1e-5, energy: true, support: false }
     }
 
     /// Iterate up to `max_steps` updates, stopping each query at `eps`.
@@ -81,7 +130,10 @@ impl RetrieveOptions {
         if self.method == Method::DenseNaive && self.max_steps > 1 {
             return Err(Error::Unsupported("the naive baseline kernel runs one step only".into()));
         }
-        Ok(())
+        if self.support && self.method.is_dense() {
+            return Err(Error::Unsupported("dense retrieval has no support set (every memory has weight)".into()));
+        }
+        self.method.validate()
     }
 }
 
@@ -108,6 +160,17 @@ pub struct Retrieval {
     pub energy: Option<Vec<f32>>,
     /// Time the GPU spent on the passes (timestamps), where the device has them.
     pub gpu_time: Option<Duration>,
+    /// Each query's support, when asked for.
+    pub support: Option<SupportSets>,
+}
+
+/// Support indices per query, row-major `[L, width]`, padded with -1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SupportSets {
+    /// Columns per query.
+    pub width: usize,
+    /// `L * width` memory indices; -1 marks padding.
+    pub indices: Vec<i32>,
 }
 
 /// Scores beyond this magnitude are refused: the kernels use -3e38 as the
@@ -198,10 +261,15 @@ impl Context {
             argmax: Vec::with_capacity(l),
             energy: opts.energy.then(|| Vec::with_capacity(l)),
             gpu_time: self.has_timestamps().then_some(Duration::ZERO),
+            support: None,
         };
+        let support_width = if opts.support { kernels::support_width(&opts.method, bank.len()) } else { None };
+        if let Some(width) = support_width {
+            out.support = Some(SupportSets { width, indices: Vec::with_capacity(l * width) });
+        }
         for start in (0..l).step_by(batch) {
             let lb = batch.min(l - start);
-            self.retrieve_batch(bank, &queries[start * d..(start + lb) * d], lb, opts, &plan, &mut out)?;
+            self.retrieve_batch(bank, &queries[start * d..(start + lb) * d], start, lb, opts, &plan, &mut out)?;
         }
         Ok(out)
     }
@@ -210,6 +278,7 @@ impl Context {
         &self,
         bank: &MemoryBank,
         queries: &[f32],
+        l0: usize,
         lb: usize,
         opts: &RetrieveOptions,
         plan: &SplitPlan,
@@ -228,8 +297,24 @@ impl Context {
         let partials = Partials { o: self.acquire(o_bytes, U::STORAGE)?, stats: self.acquire(s_bytes, U::STORAGE)? };
         let info = self.acquire((lb * std::mem::size_of::<QueryInfo>()) as u64, rw)?;
         let active = self.acquire(16, rw)?;
-        let scratch =
-            [qbuf.clone(), target.clone(), partials.o.clone(), partials.stats.clone(), info.clone(), active.clone()];
+        let mut scratch = vec![
+            qbuf.clone(),
+            target.clone(),
+            partials.o.clone(),
+            partials.stats.clone(),
+            info.clone(),
+            active.clone(),
+        ];
+        // Non-dense methods write z here, then `update` moves it into the state.
+        let zbuf =
+            if iterate && !opts.method.is_dense() { Some(self.acquire((lb * dv * 4) as u64, rw)?) } else { None };
+        let support_width = out.support.as_ref().map(|s| s.width);
+        let support = match support_width {
+            Some(w) => Some(self.acquire((lb * w * 4).max(4) as u64, rw)?),
+            None => None,
+        };
+        scratch.extend(zbuf.iter().cloned().chain(support.iter().cloned()));
+        let mut kernel_scratch = Vec::new();
 
         let result = (|| -> Result<()> {
             let timer = self.timer();
@@ -264,6 +349,23 @@ impl Context {
                             // `partials.stats` (16 bytes per query and split) holds the naive
                             // kernel's 8-byte running max and sum per query.
                             dense::encode_naive(self, &mut pass, bank, &qbuf, lb, &target, &partials.stats, opts.beta)?;
+                        }
+                        method => {
+                            let z = zbuf.as_ref().unwrap_or(&target);
+                            let args = kernels::StepArgs {
+                                bank,
+                                queries: state,
+                                l: lb,
+                                l0,
+                                l_total: out.rows,
+                                beta: opts.beta,
+                                z,
+                                support: support.as_ref(),
+                            };
+                            kernels::encode_step(self, &mut pass, &method, &args, &mut kernel_scratch)?;
+                            if let Some(z) = &zbuf {
+                                kernels::update::encode(self, &mut pass, z, &target, &info, &active, lb, d, opts.eps)?;
+                            }
                         }
                     }
                 }
@@ -307,6 +409,9 @@ impl Context {
             }
             let bytes = self.submit_and_read(encoder, &ranges)?;
             out.z.extend_from_slice(bytemuck::cast_slice(&bytes[0]));
+            if let Some(s) = out.support.as_mut() {
+                s.indices.extend_from_slice(bytemuck::cast_slice(&bytes[2]));
+            }
             let infos: Vec<QueryInfo> = bytemuck::pod_collect_to_vec(&bytes[1]);
             for qi in &infos {
                 out.steps.push(if opts.method == Method::DenseNaive { 1 } else { qi.steps });
@@ -318,11 +423,12 @@ impl Context {
                 }
             }
             if let (Some(t), Some(total)) = (&timer, out.gpu_time.as_mut()) {
-                *total += t.elapsed(&bytes[2]).unwrap_or_default();
+                *total += t.elapsed(bytes.last().expect("timestamps read")).unwrap_or_default();
             }
             Ok(())
         })();
         self.release(scratch);
+        self.release(kernel_scratch);
         result?;
         if out.z[out.z.len() - lb * cols..].iter().any(|v| !v.is_finite()) {
             return Err(Error::Gpu("the kernel produced a non-finite output; this is a bug, please report it".into()));

@@ -7,6 +7,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("dense", include_str!("../shaders/dense.wgsl")),
     ("dense_merge", include_str!("../shaders/dense_merge.wgsl")),
     ("dense_naive", include_str!("../shaders/dense_naive.wgsl")),
+    ("update", include_str!("../shaders/update.wgsl")),
 ];
 
 /// The source of shader `name`.
@@ -18,11 +19,14 @@ pub fn source(name: &str) -> Option<&'static str> {
 /// checks each against naga's layout of the WGSL, so the two cannot drift.
 pub const UNIFORM_LAYOUTS: &[(&str, &str, usize)] = {
     use crate::kernels::dense::{DenseParams, MergeParams, NaiveParams, QueryInfo};
+    use crate::kernels::update::UpdateParams;
     use std::mem::size_of;
     &[
         ("dense", "Params", size_of::<DenseParams>()),
         ("dense_merge", "Params", size_of::<MergeParams>()),
         ("dense_merge", "QueryInfo", size_of::<QueryInfo>()),
         ("dense_naive", "Params", size_of::<NaiveParams>()),
+        ("update", "Params", size_of::<UpdateParams>()),
+        ("update", "QueryInfo", size_of::<QueryInfo>()),
     ]
 };

@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use super::{CliError, MethodArg};
+use super::{CliError, MethodArg, MethodFlags};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -24,6 +24,8 @@ pub struct Args {
     /// Run one configuration with this method instead of the default suite.
     #[arg(long, value_enum)]
     method: Option<MethodArg>,
+    #[command(flatten)]
+    flags: MethodFlags,
     /// Pattern dimension of the single configuration.
     #[arg(long)]
     d: Option<usize>,
@@ -119,7 +121,7 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
             }
         }
         vec![Config {
-            method: args.method.unwrap_or(MethodArg::Dense).into(),
+            method: args.flags.method(args.method.unwrap_or(MethodArg::Dense))?,
             d,
             m,
             l,
@@ -189,7 +191,7 @@ fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliEr
     let queries = random(&mut rng, c.l * c.d);
     let beta = c.beta.unwrap_or(1.0 / (c.d as f32).sqrt());
     let bank = MemoryBank::new(ctx, &memories, c.m, c.d)?;
-    let opts = RetrieveOptions { method: c.method, beta, max_steps: c.steps, eps: 0.0, energy: false };
+    let opts = RetrieveOptions { method: c.method, beta, max_steps: c.steps, eps: 0.0, energy: false, support: false };
 
     // Warm-up: compiles the pipelines and fills the buffer pool.
     let first = ctx.retrieve(&bank, &queries, &opts)?;
@@ -216,20 +218,13 @@ fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliEr
     let xs = Matrix::from_f32(c.l, c.d, &queries).select_rows(&rows);
     let xim = Matrix::from_f32(c.m, c.d, &memories);
     let t = Instant::now();
-    let want = cpu::dense::dynamics(
-        &xs,
-        &xim,
-        f64::from(beta),
-        c.steps as usize,
-        0.0,
-        cpu::dense::dense_update(&xim, f64::from(beta)),
-    );
+    let want = reference(c, &xs, &rows, &xim, f64::from(beta));
     let cpu_time = t.elapsed().as_secs_f64() * c.l as f64 / n_ref as f64;
     bar.inc(1);
     let mut max_err = 0.0f64;
     for (k, &row) in rows.iter().enumerate() {
         let got = &first.z[row * c.d..(row + 1) * c.d];
-        max_err = max_err.max(hopfield_gpu::tolerance::max_abs_diff(got, want.state.row(k)));
+        max_err = max_err.max(hopfield_gpu::tolerance::max_abs_diff(got, want.row(k)));
     }
 
     let secs = time.as_secs_f64();
@@ -255,6 +250,41 @@ fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliEr
         speedup_vs_cpu_ref: cpu_time / secs,
         segments: bank.segment_count(),
     })
+}
+
+/// The f64 CPU reference of `c.steps` updates for the sampled query `rows`
+/// (`xs` holds them). Random masks and windows depend on each query's index
+/// among all L, so every row is iterated with its own update rule.
+fn reference(c: &Config, xs: &Matrix, rows: &[usize], xim: &Matrix, beta: f64) -> Matrix {
+    use cpu::sparse::Support;
+    let steps = c.steps as usize;
+    let support = match c.method {
+        Method::Dense | Method::DenseNaive => {
+            return cpu::dense::dynamics(xs, xim, beta, steps, 0.0, cpu::dense::dense_update(xim, beta)).state
+        }
+        Method::Sparsemax => {
+            let update = cpu::entmax::entmax_update(xim, beta, cpu::entmax::Normalizer::Sparsemax);
+            return cpu::dense::dynamics(xs, xim, beta, steps, 0.0, update).state;
+        }
+        Method::Entmax15 => {
+            let update = cpu::entmax::entmax_update(xim, beta, cpu::entmax::Normalizer::Entmax15);
+            return cpu::dense::dynamics(xs, xim, beta, steps, 0.0, update).state;
+        }
+        Method::TopK { k } => Support::TopK { k },
+        Method::Random { k, seed } => Support::Random { k, seed },
+        Method::Window { width } => {
+            Support::Window { width: width.unwrap_or_else(|| cpu::sparse::default_window(c.m)) }
+        }
+        _ => unreachable!("every method the CLI can build is listed"),
+    };
+    let mut out = Matrix::zeros(rows.len(), xs.cols);
+    for (i, &row) in rows.iter().enumerate() {
+        let one = xs.select_rows(&[i]);
+        let update = cpu::sparse::sparse_update(xim, beta, support, row, c.l);
+        let r = cpu::dense::dynamics(&one, xim, beta, steps, 0.0, update);
+        out.row_mut(i).copy_from_slice(r.state.row(0));
+    }
+    out
 }
 
 fn print_table(records: &[Record]) {

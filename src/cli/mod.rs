@@ -39,14 +39,58 @@ pub enum MethodArg {
     Dense,
     /// The naive one-thread-per-query kernel (a baseline for bench).
     DenseNaive,
+    /// Softmax over the K largest scores (needs --k).
+    Topk,
+    /// Softmax over k memories drawn per query (needs --k; --seed).
+    Random,
+    /// Softmax over a sliding window of memories (--window).
+    Window,
+    /// sparsemax of the scores.
+    Sparsemax,
+    /// 1.5-entmax of the scores.
+    Entmax15,
 }
 
-impl From<MethodArg> for Method {
-    fn from(m: MethodArg) -> Method {
-        match m {
+/// The flags that parameterise a method.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct MethodFlags {
+    /// Memories kept per query (topk, random).
+    #[arg(long, value_name = "K")]
+    k: Option<usize>,
+    /// Seed of the random mask (random); default 0.
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Window width (window); default ceil(sqrt(M)).
+    #[arg(long, value_name = "W")]
+    window: Option<usize>,
+}
+
+impl MethodFlags {
+    /// The library method for `arg` with these flags; a flag that does not
+    /// belong to the method is an error rather than silently ignored.
+    pub fn method(&self, arg: MethodArg) -> Result<Method, CliError> {
+        let usage = |flag, why: &str| CliError::Usage { flag, why: why.to_string() };
+        if self.seed.is_some() && arg != MethodArg::Random {
+            return Err(usage("--seed", "only applies to --method random"));
+        }
+        if self.window.is_some() && arg != MethodArg::Window {
+            return Err(usage("--window", "only applies to --method window"));
+        }
+        if self.k.is_some() && !matches!(arg, MethodArg::Topk | MethodArg::Random) {
+            return Err(usage("--k", "only applies to --method topk and --method random"));
+        }
+        let k = || self.k.ok_or_else(|| usage("--k", "is required by this method"));
+        let method = match arg {
             MethodArg::Dense => Method::Dense,
             MethodArg::DenseNaive => Method::DenseNaive,
-        }
+            MethodArg::Topk => Method::TopK { k: k()? },
+            MethodArg::Random => Method::Random { k: k()?, seed: self.seed.unwrap_or(0) },
+            MethodArg::Window => Method::Window { width: self.window },
+            MethodArg::Sparsemax => Method::Sparsemax,
+            MethodArg::Entmax15 => Method::Entmax15,
+        };
+        method.validate()?;
+        Ok(method)
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use hopfield_gpu::npy;
 use hopfield_gpu::{MemoryBank, RetrieveOptions};
 
-use super::{CliError, MethodArg};
+use super::{CliError, MethodArg, MethodFlags};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,6 +27,12 @@ pub struct Args {
     /// Retrieval method.
     #[arg(long, value_enum, default_value = "dense")]
     method: MethodArg,
+    #[command(flatten)]
+    flags: MethodFlags,
+    /// Write each query's support (memories with non-zero weight) as an
+    /// int32 [L, width] .npy, padded with -1. Not for dense methods.
+    #[arg(long, value_name = "S.npy")]
+    support_out: Option<PathBuf>,
     /// Most updates per query (1 = one retrieval step).
     #[arg(long, value_name = "N", default_value_t = 1)]
     steps: u32,
@@ -39,8 +45,16 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
+    let method = args.flags.method(args.method)?;
+    if args.support_out.is_some() && method.is_dense() {
+        return Err(CliError::Usage {
+            flag: "--support-out",
+            why: "dense retrieval gives every memory weight; there is no support to write".into(),
+        });
+    }
     let opts = RetrieveOptions {
-        method: args.method.into(),
+        method,
+        support: args.support_out.is_some(),
         beta: args.beta,
         max_steps: args.steps,
         eps: args.eps,
@@ -80,6 +94,9 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     npy::write_f32_2d(&args.out, r.rows, r.cols, &r.z)?;
     if let (Some(path), Some(e)) = (&args.energy_out, &r.energy) {
         npy::write_f32_1d(path, e)?;
+    }
+    if let (Some(path), Some(s)) = (&args.support_out, &r.support) {
+        npy::write_i32_2d(path, r.rows, s.width, &s.indices)?;
     }
     let converged = r.converged.iter().filter(|&&c| c).count();
     let max_steps = r.steps.iter().max().copied().unwrap_or(0);

@@ -4,8 +4,8 @@
 //! submit: the caller batches every step into one submission).
 
 use bytemuck::{Pod, Zeroable};
-use wgpu::util::DeviceExt;
 
+use super::{entire, uniform};
 use crate::bank::MemoryBank;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -163,18 +163,6 @@ impl Partials {
     pub(crate) fn bytes(l: usize, dv: usize, plan: &SplitPlan) -> (u64, u64) {
         ((l * plan.n_splits * dv * 4) as u64, (l * plan.n_splits * 16) as u64)
     }
-}
-
-fn uniform<T: Pod>(ctx: &Context, value: &T) -> wgpu::Buffer {
-    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-        label: Some("params"),
-        contents: bytemuck::bytes_of(value),
-        usage: wgpu::BufferUsages::UNIFORM,
-    })
-}
-
-fn entire(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
-    b.as_entire_binding()
 }
 
 /// Record pass 1 (dense.wgsl) for `l` queries in `queries` against every
