@@ -20,6 +20,7 @@ pub mod bank;
 pub mod context;
 pub mod cpu;
 pub mod error;
+pub mod feature;
 mod kernels;
 pub mod npy;
 pub mod retrieve;

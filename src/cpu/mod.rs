@@ -9,6 +9,7 @@
 
 pub mod dense;
 pub mod entmax;
+pub mod feature;
 pub mod sparse;
 
 /// A dense row-major matrix of f64, the reference's only data type.
