@@ -35,6 +35,10 @@ const BQ: u32 = 16u;   // queries per workgroup (4 groups of 4)
 const BM: u32 = 64u;   // memories per tile (16 lanes x 4)
 const DK: u32 = 64u;   // dimensions staged per barrier
 const DVB: u32 = 64u;  // output columns per workgroup (16 lanes x 4)
+// Row stride of the staged keys. 65, not 64: load_keys writes a column of
+// the transposed tile per thread, and a stride of 64 words would put all 32
+// threads of a GPU warp on one memory bank.
+const KS: u32 = 65u;
 // Below every score the host admits: it validates beta |x| |xi| < 1e30.
 const NEG: f32 = -3.0e38;
 
@@ -47,8 +51,8 @@ const NEG: f32 = -3.0e38;
 
 // qs[k * 4 + g] = dimension k of the queries 4g .. 4g + 3 of the block.
 var<workgroup> qs: array<vec4<f32>, 256>;
-// Keys of the tile, transposed: kv[k * BM + j]; then its values: kv[j * DVB + c].
-var<workgroup> kv: array<f32, 4096>;
+// Keys of the tile, transposed: kv[k * KS + j]; then its values: kv[j * DVB + c].
+var<workgroup> kv: array<f32, 4160>;
 // ps[j * 4 + g]: scores, then exp(s - max), of memory j for query group g.
 var<workgroup> ps: array<vec4<f32>, 256>;
 // Factor exp(old max - new max) by which each query's accumulator is rescaled.
@@ -77,7 +81,7 @@ fn load_keys(t: u32, m0: u32, m_end: u32, k0: u32) {
         if (m0 + j < m_end && k0 + k < p.d) {
             v = keys[(m0 + j) * p.d + k0 + k];
         }
-        kv[k * BM + j] = v;
+        kv[k * KS + j] = v;
     }
 }
 
@@ -133,7 +137,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
             let kmax = min(DK, p.d - ch * DK);
             for (var k = 0u; k < kmax; k++) {
                 let q = qs[k * 4u + tq];
-                let kb = k * BM + tm;
+                let kb = k * KS + tm;
                 s0 += q * kv[kb];
                 s1 += q * kv[kb + 16u];
                 s2 += q * kv[kb + 32u];

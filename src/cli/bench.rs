@@ -99,12 +99,11 @@ struct Report<'a> {
 fn default_suite() -> Vec<Config> {
     let c = |method, d, m, l, repeats, note| Config { method, d, m, l, beta: None, steps: 1, repeats, note };
     vec![
-        c(Method::Dense, 64, 1024, 1024, 5, ""),
         c(Method::Dense, 64, 4096, 4096, 3, ""),
-        c(Method::Dense, 64, 2048, 2048, 3, "tiled, vs the naive kernel below"),
-        c(Method::DenseNaive, 64, 2048, 2048, 3, "naive one-thread-per-query baseline"),
-        c(Method::Dense, 784, 1024, 256, 3, "MNIST-sized patterns"),
-        c(Method::Dense, 3, 4096, 4096, 3, "tiny d"),
+        c(Method::Dense, 64, 1024, 1024, 3, "tiled, vs the naive kernel below"),
+        c(Method::DenseNaive, 64, 1024, 1024, 3, "naive one-thread-per-query baseline"),
+        c(Method::Dense, 784, 1024, 128, 3, "MNIST-sized patterns"),
+        c(Method::Dense, 3, 4096, 1024, 3, "tiny d"),
         c(Method::Dense, 128, 300_000, 1, 3, "one query, memories beyond one 128 MiB binding"),
     ]
 }

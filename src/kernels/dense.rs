@@ -19,7 +19,7 @@ pub(crate) const DK: usize = 64;
 /// Output columns per workgroup of `dense.wgsl` (`DVB`).
 pub(crate) const DVB: usize = 64;
 /// Workgroup memory `dense.wgsl` declares: qs + kv + ps + alpha.
-pub(crate) const TILED_WORKGROUP_BYTES: u32 = (256 * 16 + 4096 * 4 + 256 * 16 + 4 * 16) as u32;
+pub(crate) const TILED_WORKGROUP_BYTES: u32 = (256 * 16 + 4160 * 4 + 256 * 16 + 4 * 16) as u32;
 /// Largest workgroup count along one dispatch dimension that every device accepts.
 pub(crate) const MAX_GROUPS: usize = 65535;
 
@@ -135,7 +135,7 @@ impl SplitPlan {
             // loop counted with one more for its exit: per 64-dim chunk the
             // key load (65), query load (17), dot products (65) and the chunk
             // loop (1); then softmax (2 x 65), value load (65), weighted sum
-            // (65) and the tile loop (1).
+            // (65), the tile loop (1); the output writes are outside the loop.
             let per_tile = bank.dim().div_ceil(DK) * (65 + 17 + 65 + 1) + 4 * 65 + 1;
             split_rows = split_rows.min((budget / per_tile).max(1) * BM);
         }
