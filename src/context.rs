@@ -135,9 +135,11 @@ impl Context {
             .ok_or_else(|| Error::NoAdapter {
                 filter: filter.clone(),
                 reason: if seen.is_empty() {
-                    "no adapter at all: install a Vulkan driver (e.g. mesa-vulkan-drivers for lavapipe) \
-                     and the loader (libvulkan1)"
-                        .into()
+                    format!(
+                        "none on backends {:?} (WGPU_BACKEND narrows them): install a Vulkan driver \
+                         (e.g. mesa-vulkan-drivers for lavapipe) and the loader (libvulkan1)",
+                        instance_backends(opts.backends)
+                    )
                 } else {
                     format!("adapters present: {}", seen.join(", "))
                 },

@@ -79,6 +79,8 @@ fn hetero_association_matches_reference() {
     // dv = 70 spans two 64-column output blocks; dv = 1 the smallest.
     check(ctx(), 5, 50, 9, Some(70), 7, Method::Dense);
     check(ctx(), 16, 33, 4, Some(1), 8, Method::Dense);
+    // dv = 150: three column blocks accumulated across four memory tiles.
+    check(ctx(), 9, 200, 18, Some(150), 10, Method::Dense);
 }
 
 #[test]

@@ -109,7 +109,7 @@ impl SplitPlan {
     /// Enough splits that `l` queries keep the device busy: a few queries
     /// against a million memories must still fill a GPU (flash-decoding).
     pub(crate) fn new(ctx: &Context, bank: &MemoryBank, l: usize) -> SplitPlan {
-        let work_groups = l.div_ceil(BQ) * bank.value_dim().div_ceil(DVB);
+        let work_groups = l.div_ceil(BQ);
         let target = if ctx.is_cpu() {
             // lavapipe runs one workgroup per thread; more splits only add merging.
             4 * std::thread::available_parallelism().map_or(4, |n| n.get())
@@ -134,9 +134,11 @@ impl SplitPlan {
             // Loop iterations of one invocation per tile of dense.wgsl, each
             // loop counted with one more for its exit: per 64-dim chunk the
             // key load (65), query load (17), dot products (65) and the chunk
-            // loop (1); then softmax (2 x 65), value load (65), weighted sum
-            // (65), the tile loop (1); the output writes are outside the loop.
-            let per_tile = bank.dim().div_ceil(DK) * (65 + 17 + 65 + 1) + 4 * 65 + 1;
+            // loop (1); the softmax (2 x 65) and the tile loop (1); per block
+            // of 64 columns the value load (65), the weighted sum (65), the
+            // block loop (1) and the column reads and writes (2 x 4 x 5).
+            let blocks = bank.value_dim().div_ceil(DVB);
+            let per_tile = bank.dim().div_ceil(DK) * (65 + 17 + 65 + 1) + 2 * 65 + 1 + blocks * (65 + 65 + 1 + 40);
             split_rows = split_rows.min((budget / per_tile).max(1) * BM);
         }
         // One dispatch dimension holds a segment's splits.
@@ -213,8 +215,7 @@ pub(crate) fn encode_partial(
             ],
         });
         pass.set_bind_group(0, &group, &[]);
-        let z = if scores_only { 1 } else { dv.div_ceil(DVB) };
-        pass.dispatch_workgroups(l.div_ceil(BQ) as u32, count as u32, z as u32);
+        pass.dispatch_workgroups(l.div_ceil(BQ) as u32, count as u32, 1);
     }
     Ok(())
 }
