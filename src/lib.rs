@@ -7,6 +7,7 @@
 
 pub mod cpu;
 pub mod error;
+pub mod npy;
 pub mod tolerance;
 
 pub use error::{Error, Result};
