@@ -110,24 +110,16 @@ pub fn read_2d(path: &Path) -> Result<Array2> {
         _ => None,
     };
     let Some(kind) = kind else {
-        return Err(bad(format!(
-            "dtype {} is not supported: use float32, float64 or uint8",
-            dtype_name(&dtype)
-        )));
+        return Err(bad(format!("dtype {} is not supported: use float32, float64 or uint8", dtype_name(&dtype))));
     };
 
     // Sizes in u64 first: the shape comes from the file and may not fit usize.
     let too_big = || {
-        bad(format!(
-            "shape {shape:?} of dtype {} needs more memory than this machine can address",
-            dtype_name(&dtype)
-        ))
+        bad(format!("shape {shape:?} of dtype {} needs more memory than this machine can address", dtype_name(&dtype)))
     };
     let count = rows.checked_mul(cols).ok_or_else(too_big)?;
     let data_bytes = count.checked_mul(kind.size()).ok_or_else(too_big)?;
-    let (Ok(rows), Ok(cols), Ok(count)) =
-        (usize::try_from(rows), usize::try_from(cols), usize::try_from(count))
-    else {
+    let (Ok(rows), Ok(cols), Ok(count)) = (usize::try_from(rows), usize::try_from(cols), usize::try_from(count)) else {
         return Err(too_big());
     };
     if count.checked_mul(size_of::<f32>()).is_none() {
@@ -309,10 +301,7 @@ fn read_header_bytes(reader: &mut impl Read) -> std::result::Result<Vec<u8>, Hea
         return Err(HeaderError::Bad("not a NumPy .npy file (bad magic)".into()));
     }
     if prefix.len() < 8 {
-        return Err(HeaderError::Bad(format!(
-            "file ends after {} bytes, inside the .npy header",
-            prefix.len()
-        )));
+        return Err(HeaderError::Bad(format!("file ends after {} bytes, inside the .npy header", prefix.len())));
     }
     let len_bytes = match (prefix[6], prefix[7]) {
         (1, 0) => 2,
@@ -326,10 +315,7 @@ fn read_header_bytes(reader: &mut impl Read) -> std::result::Result<Vec<u8>, Hea
     reader.by_ref().take(len_bytes).read_to_end(&mut prefix)?;
     let len_field = &prefix[8..];
     if len_field.len() < len_bytes as usize {
-        return Err(HeaderError::Bad(format!(
-            "file ends after {} bytes, inside the .npy header",
-            prefix.len()
-        )));
+        return Err(HeaderError::Bad(format!("file ends after {} bytes, inside the .npy header", prefix.len())));
     }
     // Little-endian u16 or u32, per the format specification.
     let header_len = len_field.iter().rev().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
@@ -342,10 +328,7 @@ fn read_header_bytes(reader: &mut impl Read) -> std::result::Result<Vec<u8>, Hea
     reader.by_ref().take(header_len as u64).read_to_end(&mut prefix)?;
     let text = &prefix[start..];
     if text.len() < header_len {
-        return Err(HeaderError::Bad(format!(
-            "file ends after {} of {header_len} header bytes",
-            text.len()
-        )));
+        return Err(HeaderError::Bad(format!("file ends after {} of {header_len} header bytes", text.len())));
     }
     guard_header(text).map_err(|why| HeaderError::Bad(format!("bad .npy header: {why}")))?;
     Ok(prefix)
@@ -401,9 +384,9 @@ fn guard_header(text: &[u8]) -> std::result::Result<(), String> {
                     .ok_or_else(|| format!("{shown} does not fit in 64 bits"))?;
                 if let Some(product) = products.last_mut() {
                     if value != 0 {
-                        *product = product.checked_mul(value).ok_or_else(|| {
-                            format!("dimensions multiply past 2^64 elements (at {shown})")
-                        })?;
+                        *product = product
+                            .checked_mul(value)
+                            .ok_or_else(|| format!("dimensions multiply past 2^64 elements (at {shown})"))?;
                     }
                 }
                 i = end;
@@ -450,13 +433,7 @@ fn dtype_name(dtype: &DType) -> String {
 }
 
 /// Check the shape of 2-D data, then write it.
-fn write_2d<T: npyz::Serialize>(
-    path: &Path,
-    rows: usize,
-    cols: usize,
-    data: &[T],
-    dtype: &'static str,
-) -> Result<()> {
+fn write_2d<T: npyz::Serialize>(path: &Path, rows: usize, cols: usize, data: &[T], dtype: &'static str) -> Result<()> {
     let expected = rows.checked_mul(cols);
     if expected != Some(data.len()) {
         return Err(Error::ShapeMismatch {
@@ -470,12 +447,7 @@ fn write_2d<T: npyz::Serialize>(
 
 /// Write `data` (whose length the caller has checked against `shape`) as a
 /// C-order `.npy` file of the given little-endian dtype.
-fn write_nd<T: npyz::Serialize>(
-    path: &Path,
-    shape: &[u64],
-    data: &[T],
-    dtype: &'static str,
-) -> Result<()> {
+fn write_nd<T: npyz::Serialize>(path: &Path, shape: &[u64], data: &[T], dtype: &'static str) -> Result<()> {
     let io_err = |source| Error::Io { path: path.to_path_buf(), source };
     // Little-endian whatever the host, so files are byte-identical everywhere.
     let dtype: TypeStr = dtype.parse().expect("dtype strings in this file are valid");

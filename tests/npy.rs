@@ -85,20 +85,7 @@ fn shape_of(header: &str) -> String {
 fn f32_2d_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.npy");
-    let data = [
-        0.0,
-        -0.0,
-        1.5,
-        -2.25,
-        f32::MIN_POSITIVE / 4.0,
-        f32::MAX,
-        1e-7,
-        3.0e5,
-        -7.0,
-        0.1,
-        0.2,
-        0.3,
-    ];
+    let data = [0.0, -0.0, 1.5, -2.25, f32::MIN_POSITIVE / 4.0, f32::MAX, 1e-7, 3.0e5, -7.0, 0.1, 0.2, 0.3];
     npy::write_f32_2d(&path, 3, 4, &data).unwrap();
     let a = npy::read_2d(&path).unwrap();
     assert_eq!((a.rows, a.cols), (3, 4));
@@ -287,17 +274,11 @@ fn fortran_order_is_refused() {
 
 #[test]
 fn unsupported_dtypes_are_named() {
-    for (descr, size) in
-        [("<i8", 8), ("<i4", 4), ("|i1", 1), ("<u2", 2), ("|b1", 1), ("<f2", 2), ("<c8", 8)]
-    {
+    for (descr, size) in [("<i8", 8), ("<i4", 4), ("|i1", 1), ("<u2", 2), ("|b1", 1), ("<f2", 2), ("<c8", 8)] {
         let why = bad_file_reason(&npy_bytes(descr, false, "(1, 2)", &vec![0; 2 * size]));
-        assert!(
-            why.contains(&format!("dtype {descr} is not supported: use float32, float64 or uint8")),
-            "{why}"
-        );
+        assert!(why.contains(&format!("dtype {descr} is not supported: use float32, float64 or uint8")), "{why}");
     }
-    let header =
-        "{'descr': [('a', '<f4'), ('b', '<f4')], 'fortran_order': False, 'shape': (1, 2), }";
+    let header = "{'descr': [('a', '<f4'), ('b', '<f4')], 'fortran_order': False, 'shape': (1, 2), }";
     let why = bad_file_reason(&with_header_text(header, &[0; 16]));
     assert!(why.contains("is not supported"), "{why}");
 }
@@ -361,8 +342,7 @@ fn i32_and_i64_writers_write_what_numpy_reads() {
     assert!(header.contains("'descr': '<i4'"), "{header}");
     assert!(header.contains("'fortran_order': False"), "{header}");
     assert_eq!(shape_of(&header), "(2,3,)");
-    let decoded: Vec<i32> =
-        raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
+    let decoded: Vec<i32> = raw.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(decoded, values);
 
     let path = dir.path().join("idx64.npy");
@@ -371,8 +351,7 @@ fn i32_and_i64_writers_write_what_numpy_reads() {
     let (header, raw) = split_written(&path);
     assert!(header.contains("'descr': '<i8'"), "{header}");
     assert_eq!(shape_of(&header), "(4,1,)");
-    let decoded: Vec<i64> =
-        raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+    let decoded: Vec<i64> = raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(decoded, values);
 
     // Integer files are not readable as patterns: the reader says why.
@@ -424,10 +403,7 @@ fn writers_check_the_shape_and_report_io_errors() {
         other => panic!("expected ShapeMismatch, got {other:?}"),
     }
     assert!(!path.exists(), "nothing written on a shape mismatch");
-    assert!(matches!(
-        npy::write_i32_2d(&path, usize::MAX, 2, &[0; 4]),
-        Err(Error::ShapeMismatch { .. })
-    ));
+    assert!(matches!(npy::write_i32_2d(&path, usize::MAX, 2, &[0; 4]), Err(Error::ShapeMismatch { .. })));
 
     let missing_dir = dir.path().join("no/such/dir/x.npy");
     match npy::write_f32_2d(&missing_dir, 1, 1, &[1.0]) {

@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{entire, uniform};
+use super::{bind_group, entire, uniform};
 use crate::bank::MemoryBank;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -182,7 +182,6 @@ pub(crate) fn encode_partial(
     scores_only: bool,
 ) -> Result<()> {
     let pipeline = ctx.pipeline("dense", "main", &[])?;
-    let layout = pipeline.get_bind_group_layout(0);
     let (d, dv) = (bank.dim(), bank.value_dim());
     pass.set_pipeline(&pipeline);
     for (seg, &(split0, count)) in bank.segments.iter().zip(&plan.per_segment) {
@@ -202,18 +201,19 @@ pub(crate) fn encode_partial(
                 _pad: [0; 2],
             },
         );
-        let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("dense"),
-            layout: &layout,
-            entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: entire(&params) },
-                wgpu::BindGroupEntry { binding: 1, resource: entire(queries) },
-                wgpu::BindGroupEntry { binding: 2, resource: seg.key_binding(d) },
-                wgpu::BindGroupEntry { binding: 3, resource: seg.value_binding(dv) },
-                wgpu::BindGroupEntry { binding: 4, resource: entire(&partials.o) },
-                wgpu::BindGroupEntry { binding: 5, resource: entire(&partials.stats) },
+        let group = bind_group(
+            ctx,
+            &pipeline,
+            "dense",
+            &[
+                entire(&params),
+                entire(queries),
+                seg.key_binding(d),
+                seg.value_binding(dv),
+                entire(&partials.o),
+                entire(&partials.stats),
             ],
-        });
+        );
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(l.div_ceil(BQ) as u32, count as u32, 1);
     }
@@ -252,18 +252,12 @@ pub(crate) fn encode_merge(
             _pad: 0,
         },
     );
-    let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("dense_merge"),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry { binding: 0, resource: entire(&params) },
-            wgpu::BindGroupEntry { binding: 1, resource: entire(&partials.o) },
-            wgpu::BindGroupEntry { binding: 2, resource: entire(&partials.stats) },
-            wgpu::BindGroupEntry { binding: 3, resource: entire(out) },
-            wgpu::BindGroupEntry { binding: 4, resource: entire(info) },
-            wgpu::BindGroupEntry { binding: 5, resource: entire(active) },
-        ],
-    });
+    let group = bind_group(
+        ctx,
+        &pipeline,
+        "dense_merge",
+        &[entire(&params), entire(&partials.o), entire(&partials.stats), entire(out), entire(info), entire(active)],
+    );
     pass.set_pipeline(&pipeline);
     pass.set_bind_group(0, &group, &[]);
     pass.dispatch_workgroups(groups_x as u32, l.div_ceil(groups_x) as u32, 1);
@@ -300,7 +294,6 @@ pub(crate) fn encode_naive(
     };
     let seg = &bank.segments[0];
     let pipeline = ctx.pipeline("dense_naive", "main", &[])?;
-    let layout = pipeline.get_bind_group_layout(0);
     pass.set_pipeline(&pipeline);
     for m0 in (0..bank.len()).step_by(chunk) {
         let m1 = (m0 + chunk).min(bank.len());
@@ -317,18 +310,12 @@ pub(crate) fn encode_naive(
                 beta,
             },
         );
-        let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("dense_naive"),
-            layout: &layout,
-            entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: entire(&params) },
-                wgpu::BindGroupEntry { binding: 1, resource: entire(queries) },
-                wgpu::BindGroupEntry { binding: 2, resource: seg.key_binding(d) },
-                wgpu::BindGroupEntry { binding: 3, resource: seg.value_binding(dv) },
-                wgpu::BindGroupEntry { binding: 4, resource: entire(out) },
-                wgpu::BindGroupEntry { binding: 5, resource: entire(run) },
-            ],
-        });
+        let group = bind_group(
+            ctx,
+            &pipeline,
+            "dense_naive",
+            &[entire(&params), entire(queries), seg.key_binding(d), seg.value_binding(dv), entire(out), entire(run)],
+        );
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(l.div_ceil(64) as u32, 1, 1);
     }

@@ -27,6 +27,26 @@ pub(crate) fn uniform<T: Pod>(ctx: &Context, value: &T) -> wgpu::Buffer {
     })
 }
 
+/// A bind group for group 0 of `pipeline`, binding `resources` in order
+/// (binding i gets `resources[i]`, as every shader here numbers them).
+pub(crate) fn bind_group(
+    ctx: &Context,
+    pipeline: &wgpu::ComputePipeline,
+    label: &str,
+    resources: &[wgpu::BindingResource<'_>],
+) -> wgpu::BindGroup {
+    let entries: Vec<_> = resources
+        .iter()
+        .enumerate()
+        .map(|(i, r)| wgpu::BindGroupEntry { binding: i as u32, resource: r.clone() })
+        .collect();
+    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some(label),
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &entries,
+    })
+}
+
 /// A whole buffer as a binding.
 pub(crate) fn entire(b: &wgpu::Buffer) -> wgpu::BindingResource<'_> {
     b.as_entire_binding()

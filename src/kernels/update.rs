@@ -4,7 +4,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::dense::MAX_GROUPS;
-use super::{entire, uniform};
+use super::{bind_group, entire, uniform};
 use crate::context::Context;
 use crate::error::Result;
 
@@ -34,17 +34,12 @@ pub(crate) fn encode(
     let pipeline = ctx.pipeline("update", "main", &[])?;
     let groups_x = l.min(MAX_GROUPS);
     let params = uniform(ctx, &UpdateParams { l: l as u32, d: d as u32, eps, groups_x: groups_x as u32 });
-    let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("update"),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &[
-            wgpu::BindGroupEntry { binding: 0, resource: entire(&params) },
-            wgpu::BindGroupEntry { binding: 1, resource: entire(z) },
-            wgpu::BindGroupEntry { binding: 2, resource: entire(state) },
-            wgpu::BindGroupEntry { binding: 3, resource: entire(info) },
-            wgpu::BindGroupEntry { binding: 4, resource: entire(moving) },
-        ],
-    });
+    let group = bind_group(
+        ctx,
+        &pipeline,
+        "update",
+        &[entire(&params), entire(z), entire(state), entire(info), entire(moving)],
+    );
     pass.set_pipeline(&pipeline);
     pass.set_bind_group(0, &group, &[]);
     pass.dispatch_workgroups(groups_x as u32, l.div_ceil(groups_x) as u32, 1);
