@@ -238,7 +238,7 @@ impl Context {
                 .min(MAX_GROUPS * BQ)
         };
         if cap(&plan) == 0 {
-            plan = SplitPlan::minimal(self, bank);
+            plan = SplitPlan::minimal(self, bank, l);
         }
         let batch = cap(&plan).min(l);
         if batch == 0 {

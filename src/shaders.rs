@@ -5,6 +5,7 @@
 /// the `shaders/` folder and fails if they disagree.
 pub const ALL: &[(&str, &str)] = &[
     ("dense", include_str!("../shaders/dense.wgsl")),
+    ("dense_decode", include_str!("../shaders/dense_decode.wgsl")),
     ("dense_merge", include_str!("../shaders/dense_merge.wgsl")),
     ("dense_naive", include_str!("../shaders/dense_naive.wgsl")),
     ("update", include_str!("../shaders/update.wgsl")),
@@ -23,6 +24,7 @@ pub const UNIFORM_LAYOUTS: &[(&str, &str, usize)] = {
     use std::mem::size_of;
     &[
         ("dense", "Params", size_of::<DenseParams>()),
+        ("dense_decode", "Params", size_of::<DenseParams>()),
         ("dense_merge", "Params", size_of::<MergeParams>()),
         ("dense_merge", "QueryInfo", size_of::<QueryInfo>()),
         ("dense_naive", "Params", size_of::<NaiveParams>()),

@@ -63,6 +63,7 @@ fn tiled_kernel_matches_reference_over_shape_grid() {
         (64, 130, 33),
         (65, 64, 16),
         (100, 257, 17),
+        (100, 257, 4),
         (784, 19, 5),
         (3072, 9, 3),
     ]
@@ -79,8 +80,10 @@ fn hetero_association_matches_reference() {
     // dv = 70 spans two 64-column output blocks; dv = 1 the smallest.
     check(ctx(), 5, 50, 9, Some(70), 7, Method::Dense);
     check(ctx(), 16, 33, 4, Some(1), 8, Method::Dense);
-    // dv = 150: three column blocks accumulated across four memory tiles.
+    // dv = 150: three column blocks accumulated across four memory tiles,
+    // with the 16-query tiles (L = 18) and the few-query kernel (L = 2).
     check(ctx(), 9, 200, 18, Some(150), 10, Method::Dense);
+    check(ctx(), 9, 200, 2, Some(150), 10, Method::Dense);
 }
 
 #[test]
@@ -121,6 +124,9 @@ fn chunked_bank_matches_unchunked() {
     assert_close("chunked z", &a.z, &want.z.data, Z_TOL);
     assert_close("unchunked z", &b.z, &want.z.data, Z_TOL);
     // Hetero-association through chunks too, and argmax across segment borders.
+    // One query (the few-query kernel) through the segments too.
+    let one = small.retrieve(&chunked, &x[..d], &opts).unwrap();
+    assert_close("chunked z, one query", &one.z, &want.z.data[..d], Z_TOL);
     let v = random(23, m, 3, 1.0);
     let hb = MemoryBank::with_values(&small, &xi, m, d, &v, 3).unwrap();
     let h = small.retrieve(&hb, &x, &opts).unwrap();

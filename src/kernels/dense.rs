@@ -93,6 +93,10 @@ pub(crate) enum MergeMode {
     Energy = 2,
 }
 
+/// Most queries for which pass 1 uses dense_decode.wgsl (one workgroup per
+/// query) instead of the 16-query tiles of dense.wgsl.
+pub(crate) const DECODE_MAX_L: usize = 4;
+
 /// How the memories are cut into splits, each the work of one workgroup
 /// column, never straddling a segment.
 #[derive(Clone, Debug)]
@@ -103,13 +107,16 @@ pub(crate) struct SplitPlan {
     pub per_segment: Vec<(usize, usize)>,
     /// Splits in all.
     pub n_splits: usize,
+    /// Pass 1 runs dense_decode.wgsl (few queries) rather than dense.wgsl.
+    pub decode: bool,
 }
 
 impl SplitPlan {
     /// Enough splits that `l` queries keep the device busy: a few queries
     /// against a million memories must still fill a GPU (flash-decoding).
     pub(crate) fn new(ctx: &Context, bank: &MemoryBank, l: usize) -> SplitPlan {
-        let work_groups = l.div_ceil(BQ);
+        let decode = l <= DECODE_MAX_L;
+        let work_groups = if decode { l } else { l.div_ceil(BQ) };
         let target = if ctx.is_cpu() {
             // lavapipe runs one workgroup per thread; more splits only add merging.
             4 * std::thread::available_parallelism().map_or(4, |n| n.get())
@@ -119,26 +126,35 @@ impl SplitPlan {
         let tiles = bank.len().div_ceil(BM);
         let want = target.div_ceil(work_groups).clamp(1, (tiles / 2).max(1));
         let split_rows = bank.len().div_ceil(want).div_ceil(BM) * BM;
-        Self::with_rows(ctx, bank, split_rows)
+        Self::with_rows(ctx, bank, split_rows, decode)
     }
 
     /// The fewest splits the device allows (used when the partial buffers
     /// would not fit otherwise).
-    pub(crate) fn minimal(ctx: &Context, bank: &MemoryBank) -> SplitPlan {
+    pub(crate) fn minimal(ctx: &Context, bank: &MemoryBank, l: usize) -> SplitPlan {
         let largest = bank.segments.iter().map(|s| s.rows).max().unwrap_or(1);
-        Self::with_rows(ctx, bank, largest.div_ceil(BM) * BM)
+        Self::with_rows(ctx, bank, largest.div_ceil(BM) * BM, l <= DECODE_MAX_L)
     }
 
-    fn with_rows(ctx: &Context, bank: &MemoryBank, mut split_rows: usize) -> SplitPlan {
+    fn with_rows(ctx: &Context, bank: &MemoryBank, mut split_rows: usize, decode: bool) -> SplitPlan {
         if let Some(budget) = ctx.loop_budget() {
-            // Loop iterations of one invocation per tile of dense.wgsl, each
-            // loop counted with one more for its exit: per 64-dim chunk the
-            // key load (65), query load (17), dot products (65) and the chunk
-            // loop (1); the softmax (2 x 65) and the tile loop (1); per block
-            // of 64 columns the value load (65), the weighted sum (65), the
-            // block loop (1) and the column reads and writes (2 x 4 x 5).
+            // Loop iterations of the busiest invocation per tile, each loop
+            // counted with one more for its exit.
+            let chunks = bank.dim().div_ceil(DK);
             let blocks = bank.value_dim().div_ceil(DVB);
-            let per_tile = bank.dim().div_ceil(DK) * (65 + 17 + 65 + 1) + 2 * 65 + 1 + blocks * (65 + 65 + 1 + 40);
+            let per_tile = if decode {
+                // dense_decode.wgsl: per chunk the key load (65), the dot
+                // product (65) and the chunk loop (1); the softmax (2 x 65);
+                // per column block the weighted sum (65) and its loop (1).
+                chunks * 131 + 2 * 65 + blocks * 66 + 1
+            } else {
+                // dense.wgsl: per 64-dim chunk the key load (65), query load
+                // (17), dot products (65) and the chunk loop (1); the softmax
+                // (2 x 65) and the tile loop (1); per block of 64 columns the
+                // value load (65), the weighted sum (65), the block loop (1)
+                // and the column reads and writes (2 x 4 x 5).
+                chunks * (65 + 17 + 65 + 1) + 2 * 65 + 1 + blocks * (65 + 65 + 1 + 40)
+            };
             split_rows = split_rows.min((budget / per_tile).max(1) * BM);
         }
         // One dispatch dimension holds a segment's splits.
@@ -151,7 +167,7 @@ impl SplitPlan {
             per_segment.push((n, count));
             n += count;
         }
-        SplitPlan { split_rows, per_segment, n_splits: n }
+        SplitPlan { split_rows, per_segment, n_splits: n, decode }
     }
 }
 
@@ -167,8 +183,8 @@ impl Partials {
     }
 }
 
-/// Record pass 1 (dense.wgsl) for `l` queries in `queries` against every
-/// segment of `bank`.
+/// Record pass 1 (dense.wgsl, or dense_decode.wgsl when the plan says so)
+/// for `l` queries in `queries` against every segment of `bank`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_partial(
     ctx: &Context,
@@ -181,7 +197,8 @@ pub(crate) fn encode_partial(
     beta: f32,
     scores_only: bool,
 ) -> Result<()> {
-    let pipeline = ctx.pipeline("dense", "main", &[])?;
+    let shader = if plan.decode { "dense_decode" } else { "dense" };
+    let pipeline = ctx.pipeline(shader, "main", &[])?;
     let (d, dv) = (bank.dim(), bank.value_dim());
     pass.set_pipeline(&pipeline);
     for (seg, &(split0, count)) in bank.segments.iter().zip(&plan.per_segment) {
@@ -215,7 +232,8 @@ pub(crate) fn encode_partial(
             ],
         );
         pass.set_bind_group(0, &group, &[]);
-        pass.dispatch_workgroups(l.div_ceil(BQ) as u32, count as u32, 1);
+        let x = if plan.decode { l } else { l.div_ceil(BQ) };
+        pass.dispatch_workgroups(x as u32, count as u32, 1);
     }
     Ok(())
 }
