@@ -215,7 +215,7 @@ pub fn f32_rounding_bound(b_values: f64, condition: f64, m: usize, rank: u64, de
     let u = f64::from(f32::EPSILON) / 2.0;
     let gamma = n * u / (1.0 - n * u);
     let gc = gamma * condition;
-    if !(gc < 1.0) {
+    if gc.is_nan() || gc >= 1.0 {
         return f64::INFINITY;
     }
     2.0 * gc * b_values / (1.0 - gc)

@@ -342,3 +342,82 @@ fn chunked_bank_gives_the_same_poly_result() {
     let want = cpu::feature::poly(&c.q(), &c.mem(), &c.mem(), 1.0, &taylor(4));
     assert_close("chunked poly", &got.z, &want.data, POLY_TOL);
 }
+
+fn bench(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_hopfield-gpu"))
+        .arg("bench")
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("the binary runs")
+}
+
+#[test]
+fn cli_flags_of_the_kernel_methods_are_checked() {
+    // All refused before a device is opened.
+    let size = ["--d", "2", "--m", "10", "--l", "10"];
+    for (flags, needle) in [
+        (&["--method", "poly"][..], "--delta"),
+        (&["--method", "poly", "--delta", "1.5"], "--delta"),
+        (&["--method", "poly", "--delta", "0"], "(0, 1)"),
+        (&["--method", "poly", "--delta", "1e-3", "--degree", "0"], "--degree"),
+        (&["--method", "prf", "--features", "0"], "--features"),
+        (&["--method", "dense", "--seed", "3"], "--seed"),
+        (&["--method", "dense", "--delta", "1e-3"], "--delta"),
+        (&["--method", "auto"], "--tolerance"),
+        (&["--method", "auto", "--tolerance", "-1"], "--tolerance"),
+    ] {
+        let out = bench(&[flags, &size[..]].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} succeeded");
+        assert!(err.contains(needle) && !err.contains("panicked"), "{flags:?}: {err}");
+    }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn bench_runs_poly_and_auto_single_configurations() {
+    let out = bench(&[
+        "--method",
+        "poly",
+        "--d",
+        "2",
+        "--m",
+        "300",
+        "--l",
+        "50",
+        "--delta",
+        "1e-3",
+        "--json",
+        "--repeats",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("rank r = ") && err.contains("Lemma 3.2"), "{err}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let rec = &json["records"][0];
+    assert_eq!(rec["method"], "poly");
+    // Against the exact polynomial kernel (see POLY_TOL).
+    assert!(rec["max_abs_err"].as_f64().unwrap() < 3e-5, "{rec}");
+
+    let out = bench(&[
+        "--method",
+        "auto",
+        "--tolerance",
+        "1e-2",
+        "--d",
+        "2",
+        "--m",
+        "1024",
+        "--l",
+        "256",
+        "--scale",
+        "0.4",
+        "--repeats",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("sqrt(ln tau)") && err.contains("choice: poly"), "{err}");
+}
