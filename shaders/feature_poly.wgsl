@@ -1,13 +1,15 @@
-// Polynomial feature map, one total degree per dispatch: the raw monomials
-// x^a of the features f0..f1 (all of one degree k) of `rows` input rows, by
-// the parent recurrence of feature::poly::MonomialTable:
-// x^a(f) = x^a(parent[f]) * x[parent_dim[f]], one multiply per feature. The
-// parents (degree k - 1) were written by the previous dispatch; wgpu orders
-// dispatches in a pass, so they are visible. Feature 0 is the constant 1.
+// Polynomial feature map: the raw monomials x^a of features f0..f1 of
+// `rows` input rows, by the parent recurrence of feature::poly::MonomialTable:
+// x^a(f) = x^a(parent[f]) * x[parent_dim[f]], one multiply per feature, with
+// parent[f] < f (features are graded by degree). One thread per row walks
+// its features in order, so every parent is ready when it is read: written
+// earlier by the same thread, or by an earlier dispatch when the host cuts
+// f into blocks for llvmpipe's loop budget (wgpu orders dispatches in a
+// pass). One thread per row rather than per feature: llvmpipe's cost per
+// workgroup dwarfs one multiply. Feature 0 is the constant 1.
 // The coefficients sqrt(|c_k| beta^k k! / a!) are applied later, on the
 // key side once per partial sum (feature_reduce), on the query side per
-// term with the sign of c_k (feature_answer). No loops: one thread per
-// (row, feature), nothing for llvmpipe's loop limiter to count.
+// term with the sign of c_k (feature_answer).
 // Reference: cpu::feature::poly (the kernel form) and feature::poly::feature_map.
 // Keep in sync with `FeatureParams` in src/kernels/feature.rs (every
 // feature_*.wgsl declares this same struct; each uses the fields it needs).
@@ -38,17 +40,17 @@ struct Params {
 
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let i = (wg.x + wg.y * p.groups_x) * 64u + t;
-    let count = p.f1 - p.f0;
-    if (i >= p.rows * count) {
+    let row = (wg.x + wg.y * p.groups_x) * 64u + t;
+    if (row >= p.rows) {
         return;
     }
-    let row = i / count;
-    let f = p.f0 + i % count;
-    if (f == 0u) {
-        feat[row * p.r] = 1.0;
-    } else {
-        let dim = parent_dim[f];
-        feat[row * p.r + f] = feat[row * p.r + parent[f]] * x[(p.x0 + row) * p.d + dim];
+    let base = row * p.r;
+    let xb = (p.x0 + row) * p.d;
+    for (var f = p.f0; f < p.f1; f += 1u) {
+        if (f == 0u) {
+            feat[base] = 1.0;
+        } else {
+            feat[base + f] = feat[base + parent[f]] * x[xb + parent_dim[f]];
+        }
     }
 }

@@ -49,9 +49,12 @@ pub struct Args {
     /// and fit the growth exponents (Theorem 3.1).
     #[arg(long)]
     scaling: bool,
-    /// Largest tau of the --scaling sweep (it starts at 512).
+    /// Largest tau of the --scaling sweep.
     #[arg(long, value_name = "TAU", default_value_t = 4096)]
     max_tau: usize,
+    /// Smallest tau of the --scaling sweep.
+    #[arg(long, value_name = "TAU", default_value_t = 512)]
+    min_tau: usize,
     /// Data are uniform in [-scale, scale] (so B = scale), default 1; for --scaling 0.5.
     #[arg(long, value_name = "B")]
     scale: Option<f32>,
@@ -411,10 +414,13 @@ struct ScalingReport<'a> {
     /// Least-squares slope of ln(time) against ln(tau).
     dense_exponent: f64,
     poly_exponent: f64,
-    /// First measured tau where poly is faster than dense (or the fits'
-    /// intersection beyond the sweep, marked `extrapolated`).
-    crossover_tau: Option<f64>,
-    crossover_extrapolated: bool,
+    /// First measured tau where poly is faster than dense.
+    crossover_tau: Option<usize>,
+    /// Whether poly is already faster at the smallest tau (the crossover
+    /// then lies below the sweep).
+    faster_from_the_start: bool,
+    /// Where the two fitted power laws cross (extrapolated when outside the sweep).
+    fitted_crossover_tau: Option<f64>,
     records: &'a [Record],
 }
 
@@ -440,8 +446,8 @@ fn scaling(args: &Args, device: &Option<String>) -> Result<(), CliError> {
             why: "sets M = L = tau and runs dense and poly itself".into(),
         });
     }
-    if args.max_tau < 1024 {
-        return Err(CliError::Usage { flag: "--max-tau", why: "must be at least 1024 (two points)".into() });
+    if args.min_tau == 0 || args.max_tau < 2 * args.min_tau {
+        return Err(CliError::Usage { flag: "--max-tau", why: "must be at least twice --min-tau (>= 1)".into() });
     }
     let d = args.d.unwrap_or(4);
     let scale = args.scale.unwrap_or(0.5);
@@ -452,7 +458,7 @@ fn scaling(args: &Args, device: &Option<String>) -> Result<(), CliError> {
         return Err(CliError::Usage { flag: "--d", why: "--d, --repeats and --scale must be positive".into() });
     }
     let ctx = super::context(device)?;
-    let mut taus = vec![512];
+    let mut taus = vec![args.min_tau];
     while taus.last().copied().unwrap_or(0) * 2 <= args.max_tau {
         taus.push(taus.last().copied().unwrap_or(0) * 2);
     }
@@ -491,12 +497,8 @@ fn scaling(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     let x: Vec<f64> = points.iter().map(|p| (p.tau as f64).ln()).collect();
     let (ad, bd) = fit(&x, &points.iter().map(|p| p.dense_ms.ln()).collect::<Vec<_>>());
     let (ap, bp) = fit(&x, &points.iter().map(|p| p.poly_ms.ln()).collect::<Vec<_>>());
-    let measured = points.iter().find(|p| p.poly_ms < p.dense_ms).map(|p| p.tau as f64);
-    let (crossover, extrapolated) = match measured {
-        Some(t) => (Some(t), false),
-        None if bd > bp => (Some(((ap - ad) / (bd - bp)).exp()), true),
-        None => (None, false),
-    };
+    let measured = points.iter().position(|p| p.poly_ms < p.dense_ms);
+    let fitted = (bd > bp).then(|| ((ap - ad) / (bd - bp)).exp());
     let beta = args.beta.unwrap_or(1.0 / (d as f32).sqrt());
     if args.json {
         let report = ScalingReport {
@@ -508,8 +510,9 @@ fn scaling(args: &Args, device: &Option<String>) -> Result<(), CliError> {
             points: &points,
             dense_exponent: bd,
             poly_exponent: bp,
-            crossover_tau: crossover,
-            crossover_extrapolated: extrapolated,
+            crossover_tau: measured.map(|i| points[i].tau),
+            faster_from_the_start: measured == Some(0),
+            fitted_crossover_tau: fitted,
             records: &records,
         };
         println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
@@ -537,10 +540,20 @@ fn scaling(args: &Args, device: &Option<String>) -> Result<(), CliError> {
         "fitted exponents (log-log least squares): dense tau^{bd:.2} (Theorem 3.1: 2, i.e. 4x per doubling), \
          poly tau^{bp:.2} (almost linear: 1, i.e. 2x per doubling)"
     );
-    match (crossover, extrapolated) {
-        (Some(t), false) => println!("crossover: poly is faster than dense from tau = {t:.0} on (measured)"),
-        (Some(t), true) => println!("crossover: not within the sweep; the fits cross at tau ~ {t:.0} (extrapolated)"),
-        (None, _) => println!("crossover: none (poly does not grow slower than dense here)"),
+    let fitted =
+        fitted.map_or("the fits do not cross".to_string(), |t| format!("the fitted laws cross at tau ~ {t:.0}"));
+    match measured {
+        Some(0) => println!(
+            "crossover: poly is already faster at the smallest tau measured ({}); {fitted} (extrapolated; \
+             run with a smaller --min-tau to measure it)",
+            points[0].tau
+        ),
+        Some(i) => println!(
+            "crossover: poly becomes faster between tau = {} and {} (measured); {fitted}",
+            points[i - 1].tau,
+            points[i].tau
+        ),
+        None => println!("crossover: not within the sweep; {fitted}"),
     }
     println!("max|err| is poly against the exact polynomial kernel (f64) on a subsample, not against dense.");
     Ok(())

@@ -90,7 +90,7 @@ impl FeatureKey {
 }
 
 enum Map {
-    Poly { degree_offsets: Vec<u32>, parent: wgpu::Buffer, parent_dim: wgpu::Buffer },
+    Poly { parent: wgpu::Buffer, parent_dim: wgpu::Buffer },
     Linear,
     Prf { w: wgpu::Buffer, scale: f32 },
 }
@@ -198,12 +198,12 @@ fn encode_map(
 ) -> Result<()> {
     let base = FeatureParams { rows: rows as u32, d: st.d as u32, r: st.r as u32, x0: x0 as u32, ..Default::default() };
     match &st.map {
-        Map::Poly { degree_offsets, parent, parent_dim } => {
-            for k in degree_offsets.windows(2) {
-                let p = FeatureParams { f0: k[0], f1: k[1], ..base };
-                let n = rows * (k[1] - k[0]) as usize;
+        Map::Poly { parent, parent_dim } => {
+            let block = budget(ctx).unwrap_or(st.r).max(1);
+            for f0 in (0..st.r).step_by(block) {
+                let p = FeatureParams { f0: f0 as u32, f1: (f0 + block).min(st.r) as u32, ..base };
                 let b = [x.clone(), entire(parent), entire(parent_dim), entire(feat)];
-                dispatch(ctx, pass, "feature_poly", p, &b, n)?;
+                dispatch(ctx, pass, "feature_poly", p, &b, rows)?;
             }
         }
         Map::Linear => dispatch(ctx, pass, "feature_linear", base, &[x, entire(feat)], rows * st.d)?,
@@ -239,7 +239,6 @@ fn build(ctx: &Context, bank: &MemoryBank, key: &FeatureKey) -> Result<FeatureSt
             let p = Polynomial::new(Family::Taylor, degree, 0.0)?;
             let pc = poly::feature_coefficients(&table, &p.coefs, f64::from(f32::from_bits(beta)))?;
             let map = Map::Poly {
-                degree_offsets: table.degree_offsets.clone(),
                 parent: ctx.upload("parent", bytemuck::cast_slice(&table.parent), U::empty()),
                 parent_dim: ctx.upload("parent_dim", bytemuck::cast_slice(&table.parent_dim), U::empty()),
             };
