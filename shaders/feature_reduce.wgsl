@@ -1,6 +1,6 @@
 // Partial sums of S = sum_mu phi_k(xi_mu) v_mu^T and n = sum_mu phi_k(xi_mu)
 // over fixed parts of part_rows memories: one thread per (part, feature,
-// column), column dv being the normaliser n (a value of 1). Each thread sums
+// group of 4 columns), column dv being the normaliser n (a value of 1). Each thread sums
 // its part's rows sequentially, in row order, so the result does not
 // depend on scheduling (no atomics): two runs give the same bits.
 // The key-side coefficient (non-negative) multiplies the sum once.
@@ -42,14 +42,14 @@ struct Params {
 @compute @workgroup_size(64)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let i = (wg.x + wg.y * p.groups_x) * 64u + t;
-    let size = p.r * p.cols;
-    if (i >= p.parts * size) {
+    let groups = (p.cols + 3u) / 4u;
+    if (i >= p.parts * p.r * groups) {
         return;
     }
-    let part = i / size;
-    let rem = i % size;
-    let f = rem / p.cols;
-    let c = rem % p.cols;
+    let part = i / (p.r * groups);
+    let rem = i % (p.r * groups);
+    let f = rem / groups;
+    let c0 = (rem % groups) * 4u;
     let start = part * p.part_rows;
     let end = min(start + p.part_rows, p.rows);
     var cmax = 0.0;
@@ -59,19 +59,31 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
             cmax = max(cmax, rowmax[row]);
         }
     }
-    var acc = 0.0;
+    // Value columns past dv - 1 are read as column dv - 1 and replaced: the
+    // normaliser column by 1, columns past it are never written.
+    let last = p.dv - 1u;
+    let ones = vec4<bool>(c0 >= p.dv, c0 + 1u >= p.dv, c0 + 2u >= p.dv, c0 + 3u >= p.dv);
+    var acc = vec4<f32>(0.0);
     for (var row = start; row < end; row += 1u) {
         var phi = feat[row * p.r + f];
         if (p.flag == 1u) {
             phi = exp(phi - cmax);
         }
-        var val = 1.0;
-        if (c < p.dv) {
-            val = v[(p.x0 + row) * p.dv + c];
-        }
-        acc += phi * val;
+        let vb = (p.x0 + row) * p.dv;
+        let val = vec4<f32>(
+            v[vb + min(c0, last)],
+            v[vb + min(c0 + 1u, last)],
+            v[vb + min(c0 + 2u, last)],
+            v[vb + min(c0 + 3u, last)],
+        );
+        acc += phi * select(val, vec4<f32>(1.0), ones);
     }
-    partial[i] = kcoef[f] * acc;
+    let size = p.r * p.cols;
+    for (var k = 0u; k < 4u; k += 1u) {
+        if (c0 + k < p.cols) {
+            partial[part * size + f * p.cols + c0 + k] = kcoef[f] * acc[k];
+        }
+    }
     if (rem == 0u) {
         pmax[part] = cmax;
     }

@@ -346,7 +346,7 @@ fn build(ctx: &Context, bank: &MemoryBank, key: &FeatureKey) -> Result<FeatureSt
                     "feature_reduce",
                     FeatureParams { flag: prf as u32, ..base },
                     &b,
-                    parts * r * cols,
+                    parts * r * cols.div_ceil(4),
                 )?;
                 let flag = prf as u32 | if i == 0 { 2 } else { 0 };
                 let b = [entire(&partial), entire(&pmax), entire(&st.state), entire(&cmax)];
@@ -399,7 +399,7 @@ pub(crate) fn encode_step(
             let f1 = (f0 + block).min(r);
             let p = FeatureParams { f0: f0 as u32, f1: f1 as u32, flag: (f0 == 0) as u32, ..base };
             let b = [entire(&feat), entire(&st.qcoef), entire(&st.state), entire(&num)];
-            dispatch(ctx, pass, "feature_answer", p, &b, rows * cols)?;
+            dispatch(ctx, pass, "feature_answer", p, &b, rows * cols.div_ceil(4))?;
         }
         let p = FeatureParams { f0: q0 as u32, ..base };
         dispatch(ctx, pass, "feature_divide", p, &[entire(&num), entire(args.z)], rows * dv)?;
