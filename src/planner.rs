@@ -483,3 +483,74 @@ pub(crate) fn prepare(
     }
     Ok((method != opts.method).then(|| RetrieveOptions { method, ..opts.clone() }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(b: f64, m: usize, d: usize, steps: u32) -> ProblemStats {
+        let norm = b * (d as f64).sqrt();
+        ProblemStats {
+            m,
+            l: m,
+            d,
+            dv: d,
+            beta: 1.0,
+            steps,
+            b,
+            b_values: b,
+            query_norm: norm,
+            key_norm: norm,
+            value_norm: norm,
+        }
+    }
+
+    #[test]
+    fn small_b_picks_poly_large_b_picks_dense() {
+        let p = plan(&stats(0.25, 1 << 14, 2, 1), 1e-2, 1 << 27).unwrap();
+        assert!(matches!(p.choice, Method::Poly { degree: Some(_), .. }), "{p}");
+        let poly = &p.candidates[1];
+        assert!(poly.feasible && poly.error_bound.unwrap() <= 1e-2, "{p}");
+        // Excluded methods say why; none of them is chosen.
+        for c in &p.candidates[2..] {
+            assert!(!c.feasible && !c.reason.is_empty(), "{c:?}");
+        }
+        // R = beta B^2 d = 32: no polynomial in f32 (or f64) reaches the tolerance.
+        let p = plan(&stats(4.0, 1 << 14, 2, 1), 1e-2, 1 << 27).unwrap();
+        assert_eq!(p.choice, Method::Dense, "{p}");
+        assert!(!p.efficiency.b_is_small);
+    }
+
+    #[test]
+    fn tiny_problems_stay_dense() {
+        // M = L = 8 at d = 8: r (dv + 1) per row outweighs M.
+        let p = plan(&stats(0.25, 8, 8, 1), 1e-2, 1 << 27).unwrap();
+        assert_eq!(p.choice, Method::Dense, "{p}");
+    }
+
+    #[test]
+    fn bad_plans_are_typed_errors() {
+        assert!(matches!(plan(&stats(0.25, 64, 2, 1), 0.0, 1 << 27), Err(Error::InvalidParameter { .. })));
+        assert!(matches!(plan(&stats(0.25, 64, 2, 3), 1e-2, 1 << 27), Err(Error::Unsupported(_))));
+        // S and n of r = 70 (d = 4, g = 4) need 1400 bytes.
+        let err = poly_choice(&stats(0.1, 64, 4, 1), 1e-3, Some(4), 1000).unwrap_err();
+        assert!(matches!(err, Error::DeviceLimit(_)) && err.to_string().contains("r = 70"), "{err}");
+    }
+
+    #[test]
+    fn range_covers_later_states() {
+        let mut s = stats(0.5, 16, 4, 1);
+        s.query_norm = 0.1;
+        assert!((s.range() - 0.1 * s.key_norm).abs() < 1e-12);
+        s.steps = 2;
+        assert!((s.range() - s.value_norm * s.key_norm).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rounding_bound_grows_with_condition_and_is_infinite_past_one() {
+        let a = f32_rounding_bound(1.0, 2.0, 1000, 70, 4);
+        let b = f32_rounding_bound(1.0, 20.0, 1000, 70, 4);
+        assert!(a > 0.0 && b > 5.0 * a, "{a} {b}");
+        assert_eq!(f32_rounding_bound(1.0, 1e9, 1000, 70, 4), f64::INFINITY);
+    }
+}
