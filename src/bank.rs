@@ -57,6 +57,8 @@ pub struct MemoryBank {
     hetero: bool,
     pub(crate) segments: Vec<Segment>,
     stats: Option<BankStats>,
+    /// S and n of the feature-map methods, built once per map (kernels::feature).
+    pub(crate) features: crate::kernels::feature::FeatureCache,
 }
 
 /// Reject empty, mis-sized or non-finite row-major data.
@@ -173,7 +175,15 @@ impl MemoryBank {
             row0 += rows;
         }
         ctx.check_gpu_error()?;
-        Ok(MemoryBank { m, d, dv, hetero: values.is_some(), segments, stats: Some(magnitudes(memories, d)) })
+        Ok(MemoryBank {
+            m,
+            d,
+            dv,
+            hetero: values.is_some(),
+            segments,
+            stats: Some(magnitudes(memories, d)),
+            features: Default::default(),
+        })
     }
 
     /// Use memories that already live in the caller's buffers: `keys` holds
@@ -231,7 +241,7 @@ impl MemoryBank {
                 rows: per.min(m - row0),
             })
             .collect();
-        Ok(MemoryBank { m, d, dv, hetero: values.is_some(), segments, stats: None })
+        Ok(MemoryBank { m, d, dv, hetero: values.is_some(), segments, stats: None, features: Default::default() })
     }
 
     /// Number of stored patterns M.
@@ -262,6 +272,13 @@ impl MemoryBank {
     /// Number of storage-binding segments the bank is split into.
     pub fn segment_count(&self) -> usize {
         self.segments.len()
+    }
+
+    /// How many times S and n of a feature-map method (poly, linear, prf)
+    /// were built for this bank. They are built once per feature map and
+    /// reused by every later retrieval with the same map.
+    pub fn feature_builds(&self) -> usize {
+        self.features.builds()
     }
 
     /// Magnitudes of the keys, when the bank was built from host data.

@@ -11,7 +11,9 @@ use crate::kernels;
 use crate::kernels::dense::{self, MergeMode, Partials, QueryInfo, SplitPlan, BQ, MAX_GROUPS};
 
 /// Which retrieval method to run (SEMANTICS.md defines each).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// Not `Eq`: the feature-map methods carry f64 parameters.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub enum Method {
     /// Exact softmax retrieval with the tiled online-softmax kernel.
@@ -43,6 +45,35 @@ pub enum Method {
     Sparsemax,
     /// 1.5-entmax of the scores (Peters et al. 2019).
     Entmax15,
+    /// Polynomial low-rank kernel retrieval (fine-grained complexity paper,
+    /// Section 3): `k(x, y) = P(beta <x, y>)` with a Taylor polynomial P of
+    /// `e^t` whose relative error on `[-R, R]` is verified to be at most
+    /// `delta` ([`crate::planner::poly_choice`] picks the lowest such degree).
+    Poly {
+        /// Relative error delta_A of P against `e^t` on `[-R, R]`, in (0, 1).
+        delta: f64,
+        /// Use this degree instead of searching (its achieved delta is
+        /// reported, not checked against `delta`).
+        degree: Option<usize>,
+    },
+    /// Linear-kernel retrieval, `phi(x) = elu(x) + 1` (no beta).
+    Linear,
+    /// Positive random features (FAVOR+), seeded.
+    Prf {
+        /// Random features m (default `ceil(d ln d)`).
+        features: Option<usize>,
+        /// Seed of W.
+        seed: u64,
+        /// Draw W in orthogonal blocks.
+        orthogonal: bool,
+    },
+    /// Let the planner ([`crate::planner::plan`]) pick the cheapest method
+    /// whose output is guaranteed within `tolerance` of dense retrieval
+    /// (max-norm, one step).
+    Auto {
+        /// Allowed max-norm distance to exact dense retrieval (> 0).
+        tolerance: f64,
+    },
 }
 
 impl Method {
@@ -56,6 +87,10 @@ impl Method {
             Method::Window { .. } => "window",
             Method::Sparsemax => "sparsemax",
             Method::Entmax15 => "entmax15",
+            Method::Poly { .. } => "poly",
+            Method::Linear => "linear",
+            Method::Prf { .. } => "prf",
+            Method::Auto { .. } => "auto",
         }
     }
 
@@ -71,6 +106,25 @@ impl Method {
                 Err(Error::invalid("k", 0, "at least one memory must be kept"))
             }
             Method::Window { width: Some(0) } => Err(Error::invalid("window", 0, "must be at least 1")),
+            Method::Poly { delta, degree } => {
+                if !(delta > 0.0 && delta < 1.0) {
+                    return Err(Error::invalid("--delta", delta, "delta_A must lie in (0, 1)"));
+                }
+                match degree {
+                    Some(g) if g == 0 || g > crate::feature::poly::MAX_DEGREE => Err(Error::invalid(
+                        "--degree",
+                        g,
+                        format!("the degree must lie in 1..={}", crate::feature::poly::MAX_DEGREE),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            Method::Prf { features: Some(0), .. } => {
+                Err(Error::invalid("--features", 0, "at least one random feature is needed"))
+            }
+            Method::Auto { tolerance } if !(tolerance.is_finite() && tolerance > 0.0) => {
+                Err(Error::invalid("--tolerance", tolerance, "must be finite and > 0"))
+            }
             _ => Ok(()),
         }
     }
@@ -198,6 +252,10 @@ impl Context {
         }
         let l = queries.len() / d;
         validate_matrix("queries", queries, l, d)?;
+        // Feature-map methods: pick the map (planner, polynomial degree) and
+        // build or fetch the bank's S and n before the first pass.
+        let resolved = crate::planner::prepare(self, bank, queries, opts)?;
+        let opts = resolved.as_ref().unwrap_or(opts);
         let wg_mem = self.limits().max_compute_workgroup_storage_size;
         if opts.method == Method::Dense && wg_mem < dense::TILED_WORKGROUP_BYTES {
             return Err(Error::DeviceLimit(format!(

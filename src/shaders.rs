@@ -9,6 +9,14 @@ pub const ALL: &[(&str, &str)] = &[
     ("dense_merge", include_str!("../shaders/dense_merge.wgsl")),
     ("dense_naive", include_str!("../shaders/dense_naive.wgsl")),
     ("update", include_str!("../shaders/update.wgsl")),
+    ("feature_poly", include_str!("../shaders/feature_poly.wgsl")),
+    ("feature_linear", include_str!("../shaders/feature_linear.wgsl")),
+    ("feature_prf", include_str!("../shaders/feature_prf.wgsl")),
+    ("feature_rowmax", include_str!("../shaders/feature_rowmax.wgsl")),
+    ("feature_reduce", include_str!("../shaders/feature_reduce.wgsl")),
+    ("feature_merge", include_str!("../shaders/feature_merge.wgsl")),
+    ("feature_answer", include_str!("../shaders/feature_answer.wgsl")),
+    ("feature_divide", include_str!("../shaders/feature_divide.wgsl")),
 ];
 
 /// The source of shader `name`.
@@ -20,6 +28,7 @@ pub fn source(name: &str) -> Option<&'static str> {
 /// checks each against naga's layout of the WGSL, so the two cannot drift.
 pub const UNIFORM_LAYOUTS: &[(&str, &str, usize)] = {
     use crate::kernels::dense::{DenseParams, MergeParams, NaiveParams, QueryInfo};
+    use crate::kernels::feature::FeatureParams;
     use crate::kernels::update::UpdateParams;
     use std::mem::size_of;
     &[
@@ -30,5 +39,13 @@ pub const UNIFORM_LAYOUTS: &[(&str, &str, usize)] = {
         ("dense_naive", "Params", size_of::<NaiveParams>()),
         ("update", "Params", size_of::<UpdateParams>()),
         ("update", "QueryInfo", size_of::<QueryInfo>()),
+        ("feature_poly", "Params", size_of::<FeatureParams>()),
+        ("feature_linear", "Params", size_of::<FeatureParams>()),
+        ("feature_prf", "Params", size_of::<FeatureParams>()),
+        ("feature_rowmax", "Params", size_of::<FeatureParams>()),
+        ("feature_reduce", "Params", size_of::<FeatureParams>()),
+        ("feature_merge", "Params", size_of::<FeatureParams>()),
+        ("feature_answer", "Params", size_of::<FeatureParams>()),
+        ("feature_divide", "Params", size_of::<FeatureParams>()),
     ]
 };

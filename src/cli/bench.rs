@@ -44,6 +44,20 @@ pub struct Args {
     /// Updates per retrieval.
     #[arg(long, default_value_t = 1)]
     steps: u32,
+    /// Sweep tau = M = L by doublings for dense and poly at fixed d, B and
+    /// delta_A (--d, default 4; --scale, --delta, --beta; --max-tau),
+    /// and fit the growth exponents (Theorem 3.1).
+    #[arg(long)]
+    scaling: bool,
+    /// Largest tau of the --scaling sweep.
+    #[arg(long, value_name = "TAU", default_value_t = 4096)]
+    max_tau: usize,
+    /// Smallest tau of the --scaling sweep.
+    #[arg(long, value_name = "TAU", default_value_t = 512)]
+    min_tau: usize,
+    /// Data are uniform in [-scale, scale] (so B = scale), default 1; for --scaling 0.5.
+    #[arg(long, value_name = "B")]
+    scale: Option<f32>,
 }
 
 /// One configuration to time.
@@ -57,6 +71,11 @@ struct Config {
     steps: u32,
     repeats: usize,
     note: &'static str,
+    /// Entries uniform in [-scale, scale].
+    scale: f32,
+    /// Time every method by wall clock on a fresh bank per run, S/n build
+    /// included (the feature methods always are; --scaling times dense so too).
+    wall: bool,
 }
 
 /// One measured configuration, as printed and as `--json` emits it.
@@ -97,7 +116,18 @@ struct Report<'a> {
 }
 
 fn default_suite() -> Vec<Config> {
-    let c = |method, d, m, l, repeats, note| Config { method, d, m, l, beta: None, steps: 1, repeats, note };
+    let c = |method, d, m, l, repeats, note| Config {
+        method,
+        d,
+        m,
+        l,
+        beta: None,
+        steps: 1,
+        repeats,
+        note,
+        scale: 1.0,
+        wall: false,
+    };
     vec![
         c(Method::Dense, 64, 4096, 4096, 3, ""),
         c(Method::Dense, 64, 1024, 1024, 3, "tiled, vs the naive kernel below"),
@@ -109,6 +139,9 @@ fn default_suite() -> Vec<Config> {
 }
 
 pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
+    if args.scaling {
+        return scaling(args, device);
+    }
     let single = args.method.is_some() || args.d.is_some() || args.m.is_some() || args.l.is_some();
     let configs = if single {
         let d = args.d.unwrap_or(64);
@@ -128,6 +161,8 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
             steps: args.steps,
             repeats: args.repeats.unwrap_or(5),
             note: "",
+            scale: args.scale.unwrap_or(1.0),
+            wall: false,
         }]
     } else {
         let mut suite = default_suite();
@@ -175,8 +210,12 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     Ok(())
 }
 
-fn random(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-1.0f32..=1.0)).collect()
+fn random(rng: &mut rand::rngs::StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..=scale)).collect()
+}
+
+fn is_feature(m: Method) -> bool {
+    matches!(m, Method::Poly { .. } | Method::Linear | Method::Prf { .. } | Method::Auto { .. })
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -186,11 +225,20 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliError> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed ^ (c.d * 31 + c.m * 7 + c.l) as u64);
-    let memories = random(&mut rng, c.m * c.d);
-    let queries = random(&mut rng, c.l * c.d);
+    let memories = random(&mut rng, c.m * c.d, c.scale);
+    let queries = random(&mut rng, c.l * c.d, c.scale);
     let beta = c.beta.unwrap_or(1.0 / (c.d as f32).sqrt());
     let bank = MemoryBank::new(ctx, &memories, c.m, c.d)?;
+    // auto and poly are resolved here (and explained on stderr) so that the
+    // reference below knows the polynomial.
+    let method = super::explain(ctx, c.method, || {
+        Ok(hopfield_gpu::ProblemStats::new(&queries, &memories, None, c.d, f64::from(beta), c.steps)?)
+    })?;
+    let c = &Config { method, ..c.clone() };
     let opts = RetrieveOptions { method: c.method, beta, max_steps: c.steps, eps: 0.0, energy: false, support: false };
+    // Feature methods build S and n once per bank; timing them on a fresh
+    // bank each run counts that build, as Theorem 3.1's total cost does.
+    let wall_only = c.wall || is_feature(c.method);
 
     // Warm-up: compiles the pipelines and fills the buffer pool.
     let first = ctx.retrieve(&bank, &queries, &opts)?;
@@ -198,8 +246,9 @@ fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliEr
     let mut gpu = Vec::new();
     let mut wall = Vec::new();
     for _ in 0..c.repeats {
+        let fresh = if wall_only { Some(MemoryBank::new(ctx, &memories, c.m, c.d)?) } else { None };
         let t = Instant::now();
-        let r = ctx.retrieve(&bank, &queries, &opts)?;
+        let r = ctx.retrieve(fresh.as_ref().unwrap_or(&bank), &queries, &opts)?;
         wall.push(t.elapsed());
         if let Some(g) = r.gpu_time {
             gpu.push(g);
@@ -207,8 +256,13 @@ fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliEr
         bar.inc(1);
     }
     let wall_median = median(wall);
-    let (timing, time) =
-        if gpu.len() == c.repeats { ("gpu-timestamps", median(gpu)) } else { ("wall-clock", wall_median) };
+    let (timing, time) = if wall_only {
+        ("wall-clock, fresh bank (S/n build included)", wall_median)
+    } else if gpu.len() == c.repeats {
+        ("gpu-timestamps", median(gpu))
+    } else {
+        ("wall-clock", wall_median)
+    };
 
     // Reference on an evenly spaced subsample, sized to ~2e8 multiply-adds per step.
     let budget = 2e8 / (c.m as f64 * 2.0 * c.d as f64 * f64::from(c.steps));
@@ -227,6 +281,7 @@ fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliEr
     }
 
     let secs = time.as_secs_f64();
+    // Dense-equivalent for every method, so that GFLOP/s compare times.
     let flops = 4.0 * c.d as f64 * c.m as f64 * c.l as f64 * f64::from(c.steps);
     let bytes = 4.0 * (2.0 * c.m as f64 * c.d as f64 + 2.0 * c.l as f64 * c.d as f64);
     Ok(Record {
@@ -257,7 +312,27 @@ fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliEr
 fn reference(c: &Config, xs: &Matrix, rows: &[usize], xim: &Matrix, beta: f64) -> Matrix {
     use cpu::sparse::Support;
     let steps = c.steps as usize;
+    let one_row = |x: &[f64]| Matrix { rows: 1, cols: x.len(), data: x.to_vec() };
     let support = match c.method {
+        Method::Poly { degree: Some(g), .. } => {
+            let coefs =
+                hopfield_gpu::feature::poly::Polynomial::new(hopfield_gpu::feature::poly::Family::Taylor, g, 0.0)
+                    .expect("degree validated")
+                    .coefs;
+            let update = |x: &[f64]| cpu::feature::poly(&one_row(x), xim, xim, beta, &coefs).data;
+            return cpu::dense::dynamics(xs, xim, beta, steps, 0.0, update).state;
+        }
+        Method::Linear => {
+            let update = |x: &[f64]| cpu::feature::linear(&one_row(x), xim, xim).data;
+            return cpu::dense::dynamics(xs, xim, beta, steps, 0.0, update).state;
+        }
+        Method::Prf { features, seed, orthogonal } => {
+            let m = features.unwrap_or_else(|| hopfield_gpu::feature::prf::default_feature_count(c.d));
+            let rf = hopfield_gpu::feature::prf::RandomFeatures::new(c.d, m, seed, orthogonal).expect("validated");
+            let w = Matrix::from_f32(m, c.d, &rf.w_f32());
+            let update = |x: &[f64]| cpu::feature::prf(&one_row(x), xim, xim, beta, &w).data;
+            return cpu::dense::dynamics(xs, xim, beta, steps, 0.0, update).state;
+        }
         Method::Dense | Method::DenseNaive => {
             return cpu::dense::dynamics(xs, xim, beta, steps, 0.0, cpu::dense::dense_update(xim, beta)).state
         }
@@ -314,4 +389,171 @@ fn print_table(records: &[Record]) {
          max|err| is against the f64 CPU reference on a subsample; \"vs CPU\" is the reference's time \
          (extrapolated from that subsample) over the median."
     );
+}
+
+/// One tau of the `--scaling` sweep.
+#[derive(Clone, Debug, Serialize)]
+struct ScalingPoint {
+    tau: usize,
+    dense_ms: f64,
+    poly_ms: f64,
+    /// Time over the previous tau's (one doubling); absent at the first tau.
+    dense_ratio: Option<f64>,
+    poly_ratio: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct ScalingReport<'a> {
+    device: hopfield_gpu::DeviceReport,
+    d: usize,
+    b: f32,
+    beta: f32,
+    delta: f64,
+    points: &'a [ScalingPoint],
+    /// Least-squares slope of ln(time) against ln(tau).
+    dense_exponent: f64,
+    poly_exponent: f64,
+    /// First measured tau where poly is faster than dense.
+    crossover_tau: Option<usize>,
+    /// Whether poly is already faster at the smallest tau (the crossover
+    /// then lies below the sweep).
+    faster_from_the_start: bool,
+    /// Where the two fitted power laws cross (extrapolated when outside the sweep).
+    fitted_crossover_tau: Option<f64>,
+    records: &'a [Record],
+}
+
+/// Least squares `y = a + b x`: (a, b).
+fn fit(x: &[f64], y: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
+    let sxx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
+    let b = sxy / sxx;
+    (my - b * mx, b)
+}
+
+/// `bench --scaling`: tau = M = L doubling from 512 to --max-tau, dense and
+/// poly at fixed d, B and delta_A, both timed by wall clock on a fresh bank
+/// (poly's S/n build included), the median of --repeats (default 2, after
+/// one warm-up run). The defaults stop at tau = 4096, where dense at d = 4
+/// already takes ~20 s per call on a contended lavapipe.
+fn scaling(args: &Args, device: &Option<String>) -> Result<(), CliError> {
+    if args.method.is_some() || args.m.is_some() || args.l.is_some() {
+        return Err(CliError::Usage {
+            flag: "--scaling",
+            why: "sets M = L = tau and runs dense and poly itself".into(),
+        });
+    }
+    if args.min_tau == 0 || args.max_tau < 2 * args.min_tau {
+        return Err(CliError::Usage { flag: "--max-tau", why: "must be at least twice --min-tau (>= 1)".into() });
+    }
+    let d = args.d.unwrap_or(4);
+    let scale = args.scale.unwrap_or(0.5);
+    let delta = args.flags.delta.unwrap_or(1e-3);
+    let poly = MethodFlags { delta: Some(delta), ..args.flags.clone() }.method(MethodArg::Poly)?;
+    let repeats = args.repeats.unwrap_or(2);
+    if d == 0 || repeats == 0 || !(scale.is_finite() && scale > 0.0) {
+        return Err(CliError::Usage { flag: "--d", why: "--d, --repeats and --scale must be positive".into() });
+    }
+    let ctx = super::context(device)?;
+    let mut taus = vec![args.min_tau];
+    while taus.last().copied().unwrap_or(0) * 2 <= args.max_tau {
+        taus.push(taus.last().copied().unwrap_or(0) * 2);
+    }
+    let bar = ProgressBar::new((taus.len() * 2 * (repeats + 2)) as u64);
+    let mut records = Vec::new();
+    let mut points: Vec<ScalingPoint> = Vec::new();
+    for &tau in &taus {
+        let mut times = [0.0; 2];
+        for (i, method) in [Method::Dense, poly].into_iter().enumerate() {
+            let c = Config {
+                method,
+                d,
+                m: tau,
+                l: tau,
+                beta: args.beta,
+                steps: 1,
+                repeats,
+                note: "scaling",
+                scale,
+                wall: true,
+            };
+            let r = measure(&ctx, &c, &bar)?;
+            times[i] = r.median_ms;
+            records.push(r);
+        }
+        let prev = points.last();
+        points.push(ScalingPoint {
+            tau,
+            dense_ms: times[0],
+            poly_ms: times[1],
+            dense_ratio: prev.map(|p| times[0] / p.dense_ms),
+            poly_ratio: prev.map(|p| times[1] / p.poly_ms),
+        });
+    }
+    bar.finish_and_clear();
+    let x: Vec<f64> = points.iter().map(|p| (p.tau as f64).ln()).collect();
+    let (ad, bd) = fit(&x, &points.iter().map(|p| p.dense_ms.ln()).collect::<Vec<_>>());
+    let (ap, bp) = fit(&x, &points.iter().map(|p| p.poly_ms.ln()).collect::<Vec<_>>());
+    let measured = points.iter().position(|p| p.poly_ms < p.dense_ms);
+    let fitted = (bd > bp).then(|| ((ap - ad) / (bd - bp)).exp());
+    let beta = args.beta.unwrap_or(1.0 / (d as f32).sqrt());
+    if args.json {
+        let report = ScalingReport {
+            device: ctx.report(),
+            d,
+            b: scale,
+            beta,
+            delta,
+            points: &points,
+            dense_exponent: bd,
+            poly_exponent: bp,
+            crossover_tau: measured.map(|i| points[i].tau),
+            faster_from_the_start: measured == Some(0),
+            fitted_crossover_tau: fitted,
+            records: &records,
+        };
+        println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+        return Ok(());
+    }
+    println!(
+        "device: {}; tau = M = L, d = {d}, B = {scale}, beta = {beta}, delta_A = {delta:e}; wall clock per call \
+         on a fresh bank (poly's S/n build included), median of {repeats}",
+        ctx.report().name
+    );
+    println!("{:>8} {:>12} {:>12} {:>10} {:>10} {:>10}", "tau", "dense ms", "poly ms", "dense x", "poly x", "max|err|");
+    for (i, p) in points.iter().enumerate() {
+        let ratio = |r: Option<f64>| r.map_or("-".to_string(), |v| format!("{v:.2}"));
+        println!(
+            "{:>8} {:>12.3} {:>12.3} {:>10} {:>10} {:>10.2e}",
+            p.tau,
+            p.dense_ms,
+            p.poly_ms,
+            ratio(p.dense_ratio),
+            ratio(p.poly_ratio),
+            records[2 * i + 1].max_abs_err
+        );
+    }
+    println!(
+        "fitted exponents (log-log least squares): dense tau^{bd:.2} (Theorem 3.1: 2, i.e. 4x per doubling), \
+         poly tau^{bp:.2} (almost linear: 1, i.e. 2x per doubling)"
+    );
+    let fitted =
+        fitted.map_or("the fits do not cross".to_string(), |t| format!("the fitted laws cross at tau ~ {t:.0}"));
+    match measured {
+        Some(0) => println!(
+            "crossover: poly is already faster at the smallest tau measured ({}); {fitted} (extrapolated; \
+             run with a smaller --min-tau to measure it)",
+            points[0].tau
+        ),
+        Some(i) => println!(
+            "crossover: poly becomes faster between tau = {} and {} (measured); {fitted}",
+            points[i - 1].tau,
+            points[i].tau
+        ),
+        None => println!("crossover: not within the sweep; {fitted}"),
+    }
+    println!("max|err| is poly against the exact polynomial kernel (f64) on a subsample, not against dense.");
+    Ok(())
 }

@@ -49,6 +49,14 @@ pub enum MethodArg {
     Sparsemax,
     /// 1.5-entmax of the scores.
     Entmax15,
+    /// Polynomial low-rank kernel (needs --delta; --degree).
+    Poly,
+    /// Linear kernel elu(x) + 1 (no beta).
+    Linear,
+    /// Positive random features (--features, --seed, --orthogonal).
+    Prf,
+    /// The planner picks the cheapest method within --tolerance of dense.
+    Auto,
 }
 
 /// The flags that parameterise a method.
@@ -63,6 +71,21 @@ pub struct MethodFlags {
     /// Window width (window); default ceil(sqrt(M)).
     #[arg(long, value_name = "W")]
     window: Option<usize>,
+    /// Relative error delta_A of the polynomial against exp on [-R, R] (poly), in (0, 1).
+    #[arg(long, value_name = "D", allow_negative_numbers = true)]
+    delta: Option<f64>,
+    /// Degree of the polynomial (poly); default: the lowest that meets --delta.
+    #[arg(long, value_name = "G")]
+    degree: Option<usize>,
+    /// Random features m (prf); default ceil(d ln d).
+    #[arg(long, value_name = "M")]
+    features: Option<usize>,
+    /// Draw the random features in orthogonal blocks (prf).
+    #[arg(long)]
+    orthogonal: bool,
+    /// Max-norm distance to dense retrieval the planner must guarantee (auto).
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    tolerance: Option<f64>,
 }
 
 impl MethodFlags {
@@ -70,8 +93,20 @@ impl MethodFlags {
     /// belong to the method is an error rather than silently ignored.
     pub fn method(&self, arg: MethodArg) -> Result<Method, CliError> {
         let usage = |flag, why: &str| CliError::Usage { flag, why: why.to_string() };
-        if self.seed.is_some() && arg != MethodArg::Random {
-            return Err(usage("--seed", "only applies to --method random"));
+        if self.seed.is_some() && !matches!(arg, MethodArg::Random | MethodArg::Prf) {
+            return Err(usage("--seed", "only applies to --method random and --method prf"));
+        }
+        if self.delta.is_some() && arg != MethodArg::Poly {
+            return Err(usage("--delta", "only applies to --method poly"));
+        }
+        if self.degree.is_some() && arg != MethodArg::Poly {
+            return Err(usage("--degree", "only applies to --method poly"));
+        }
+        if (self.features.is_some() || self.orthogonal) && arg != MethodArg::Prf {
+            return Err(usage("--features", "--features and --orthogonal only apply to --method prf"));
+        }
+        if self.tolerance.is_some() && arg != MethodArg::Auto {
+            return Err(usage("--tolerance", "only applies to --method auto"));
         }
         if self.window.is_some() && arg != MethodArg::Window {
             return Err(usage("--window", "only applies to --method window"));
@@ -88,6 +123,17 @@ impl MethodFlags {
             MethodArg::Window => Method::Window { width: self.window },
             MethodArg::Sparsemax => Method::Sparsemax,
             MethodArg::Entmax15 => Method::Entmax15,
+            MethodArg::Poly => Method::Poly {
+                delta: self.delta.ok_or_else(|| usage("--delta", "is required by --method poly"))?,
+                degree: self.degree,
+            },
+            MethodArg::Linear => Method::Linear,
+            MethodArg::Prf => {
+                Method::Prf { features: self.features, seed: self.seed.unwrap_or(0), orthogonal: self.orthogonal }
+            }
+            MethodArg::Auto => Method::Auto {
+                tolerance: self.tolerance.ok_or_else(|| usage("--tolerance", "is required by --method auto"))?,
+            },
         };
         method.validate()?;
         Ok(method)
@@ -129,5 +175,33 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// For the kernel methods that depend on the data, decide on the host and
+/// say so on stderr: `auto` prints the planner's numbers and decision, `poly`
+/// its polynomial (g, r, R, B, delta, bounds). Returns the resolved method
+/// (the library would resolve it the same way; resolving here lets the
+/// command print why).
+pub(crate) fn explain(
+    ctx: &Context,
+    method: Method,
+    stats: impl FnOnce() -> Result<hopfield_gpu::ProblemStats, CliError>,
+) -> Result<Method, CliError> {
+    match method {
+        Method::Auto { tolerance } => {
+            let plan = hopfield_gpu::plan(&stats()?, tolerance, ctx.max_binding())?;
+            eprintln!("{plan}");
+            if let Some(rep) = plan.candidates.iter().find(|c| c.method == plan.choice).and_then(|c| c.poly.as_ref()) {
+                eprintln!("{rep}");
+            }
+            Ok(plan.choice)
+        }
+        Method::Poly { delta, degree } => {
+            let rep = hopfield_gpu::planner::poly_choice(&stats()?, delta, degree, ctx.max_binding())?;
+            eprintln!("{rep}");
+            Ok(Method::Poly { delta, degree: Some(rep.degree) })
+        }
+        m => Ok(m),
     }
 }

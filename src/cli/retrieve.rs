@@ -86,6 +86,19 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
         }
     }
     let ctx = super::context(device)?;
+    let opts = RetrieveOptions {
+        method: super::explain(&ctx, opts.method, || {
+            Ok(hopfield_gpu::ProblemStats::new(
+                &q.data,
+                &mem.data,
+                values.as_ref().map(|v| (&v.data[..], v.cols)),
+                mem.cols,
+                f64::from(args.beta),
+                args.steps,
+            )?)
+        })?,
+        ..opts
+    };
     let bank = match &values {
         Some(v) => MemoryBank::with_values(&ctx, &mem.data, mem.rows, mem.cols, &v.data, v.cols)?,
         None => MemoryBank::new(&ctx, &mem.data, mem.rows, mem.cols)?,

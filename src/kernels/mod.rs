@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::retrieve::Method;
 
 pub(crate) mod dense;
+pub(crate) mod feature;
 pub(crate) mod update;
 
 /// A uniform buffer holding `value`.
@@ -81,6 +82,7 @@ pub(crate) fn support_width(method: &Method, m: usize) -> Option<usize> {
         Method::TopK { k } | Method::Random { k, .. } => Some(k.min(m)),
         Method::Window { width } => Some(width.unwrap_or_else(|| crate::cpu::sparse::default_window(m)).min(m)),
         Method::Sparsemax | Method::Entmax15 => Some(m),
+        Method::Poly { .. } | Method::Linear | Method::Prf { .. } | Method::Auto { .. } => None,
     }
 }
 
@@ -93,5 +95,8 @@ pub(crate) fn encode_step(
     _args: &StepArgs<'_>,
     _scratch: &mut Vec<wgpu::Buffer>,
 ) -> Result<()> {
+    if let Some(key) = feature::FeatureKey::of(method, _args.beta, _args.bank.dim()) {
+        return feature::encode_step(_ctx, _pass, &key, _args, _scratch);
+    }
     Err(Error::Unsupported(format!("method {} has no GPU kernel yet", method.name())))
 }
