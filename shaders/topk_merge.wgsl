@@ -9,6 +9,8 @@
 //   2. the winners' scores: top-K decodes them from the rank bits (exact);
 //      random computes beta <x, xi_mu> for the winners only;
 //   3. running max and sum over the rounds so far (stored with the pivot),
+//      counting only winners in the bound segment: with a bank of several
+//      segments, `main` runs once per segment and each folds in its own,
 //      z <- z * exp(old max - new max) + sum_i exp(s_i - new max) v_i, and on
 //      the last round z /= sum: the softmax over the support only, weight
 //      exactly 0 elsewhere (eq. (3.9)), no rescaling of the kept logits;
@@ -27,8 +29,8 @@ struct Params {
     dv: u32,
     n_splits: u32,
     take: u32,     // entries chosen this round (1..=64)
-    round: u32,
-    last: u32,     // 1 on the last round: normalise z
+    first: u32,    // 1 on the step's first dispatch (round 0, segment 0)
+    last: u32,     // 1 on the last dispatch (last round, last segment): normalise z
     width: u32,    // support row length
     col0: u32,     // first support column of this round
     q_off: u32,    // first query of the sub-batch in the step's buffers
@@ -36,12 +38,14 @@ struct Params {
     random: u32,   // 1: score the winners here (random mask)
     beta: f32,
     support: u32,  // 1: write support indices
-    _pad0: u32,
-    _pad1: u32,
+    seg_row0: u32, // global index of the bound segment's first memory
+    seg_rows: u32, // memories in the bound segment
 }
 
 const EMPTY: u32 = 0xffffffffu;
 const MAX_SPLITS: u32 = 4096u;
+// Below every score the host admits (it validates beta |x| |xi| < 1e30).
+const NEG: f32 = -3.0e38;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> part: array<vec2<u32>>;
@@ -69,6 +73,11 @@ fn better(a: vec2<u32>, b: vec2<u32>) -> bool {
 // Inverse of topk.wgsl's rank_of.
 fn score_of(r: u32) -> f32 {
     return bitcast<f32>(select(~r, r & 0x7fffffffu, (r & 0x80000000u) != 0u));
+}
+
+// Whether memory mu lies in the bound segment.
+fn is_local(mu: u32) -> bool {
+    return mu >= p.seg_row0 && mu - p.seg_row0 < p.seg_rows;
 }
 
 fn head(base: u32, s: u32) -> vec2<u32> {
@@ -134,43 +143,53 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
     }
     workgroupBarrier();
 
-    // 2. Scores of the winners.
+    // 2. Scores of the winners held by the bound segment (all of them when
+    // the bank is one segment; otherwise each segment's dispatch folds in its
+    // own, and the online softmax below makes the order irrelevant).
     if (t < n) {
         let e = win[t];
-        var s = 0.0;
-        if (p.random == 1u) {
-            var acc = 0.0;
-            for (var k = 0u; k < p.d; k++) {
-                acc += queries[q * p.d + k] * keys[e.y * p.d + k];
+        var s = NEG;
+        if (is_local(e.y)) {
+            if (p.random == 1u) {
+                let row = (e.y - p.seg_row0) * p.d;
+                var acc = 0.0;
+                for (var k = 0u; k < p.d; k++) {
+                    acc += queries[q * p.d + k] * keys[row + k];
+                }
+                s = acc * p.beta;
+            } else {
+                s = score_of(e.x);
             }
-            s = acc * p.beta;
-        } else {
-            s = score_of(e.x);
+            if (p.support == 1u) {
+                sup[q * p.width + p.col0 + t] = i32(e.y);
+            }
         }
         wts[t] = s;
-        if (p.support == 1u) {
-            sup[q * p.width + p.col0 + t] = i32(e.y);
-        }
     }
     workgroupBarrier();
 
-    // 3. Online softmax across rounds.
+    // 3. Online softmax across rounds and segments.
     if (t == 0u && n > 0u) {
         let pv = pivots[ql];
-        var mx = wts[0];
-        for (var i = 1u; i < n; i++) {
+        var old_max = NEG;
+        var old_sum = 0.0;
+        if (p.first == 0u) {
+            old_max = bitcast<f32>(pv.z);
+            old_sum = bitcast<f32>(pv.w);
+        }
+        var mx = old_max;
+        for (var i = 0u; i < n; i++) {
             mx = max(mx, wts[i]);
         }
-        var alpha = 0.0;
-        var sum = 0.0;
-        if (p.round > 0u) {
-            let old_max = bitcast<f32>(pv.z);
-            mx = max(mx, old_max);
-            alpha = exp(old_max - mx);
-            sum = bitcast<f32>(pv.w) * alpha;
-        }
+        // exp(NEG - mx) = 0 for any admitted score (|s| < 1e30): a first
+        // dispatch starts from nothing.
+        let alpha = exp(old_max - mx);
+        var sum = old_sum * alpha;
         for (var i = 0u; i < n; i++) {
-            let e = exp(wts[i] - mx);
+            var e = 0.0;
+            if (is_local(win[i].y)) {
+                e = exp(wts[i] - mx);
+            }
             wts[i] = e;
             sum += e;
         }
@@ -181,9 +200,12 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
     for (var c = t; c < p.dv; c += 64u) {
         var acc = 0.0;
         for (var i = 0u; i < n; i++) {
-            acc += wts[i] * values[win[i].y * p.dv + c];
+            let mu = win[i].y;
+            if (is_local(mu)) {
+                acc += wts[i] * values[(mu - p.seg_row0) * p.dv + c];
+            }
         }
-        if (p.round > 0u) {
+        if (p.first == 0u) {
             acc += z[q * p.dv + c] * sc.x;
         }
         z[q * p.dv + c] = acc * sc.y;

@@ -250,6 +250,26 @@ fn queries_in_several_batches_keep_their_global_index() {
 
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn banks_of_several_segments_match_reference() {
+    // A 4 KiB binding limit cuts 300 memories of d = 24 into segments: the
+    // selection runs per segment, and each segment's merge folds in the
+    // winners it holds (values and, for random, keys are bound per segment).
+    let small = Context::new(&ContextOptions { max_binding_bytes: Some(4096), ..Default::default() }).unwrap();
+    let (d, m, l) = (24, 300, 9);
+    let xi = grid(951, m, d);
+    let x = grid(952, l, d);
+    assert!(MemoryBank::new(&small, &xi, m, d).unwrap().segment_count() > 1);
+    for k in [1, 10, 70] {
+        check_with(&small, &format!("segments topk k={k}"), &xi, &x, None, m, d, 0.5, Method::TopK { k }, true);
+        let method = Method::Random { k, seed: 11 };
+        check_with(&small, &format!("segments random k={k}"), &xi, &x, None, m, d, 0.5, method, true);
+    }
+    let v = random(953, m, 3, 1.0);
+    check_with(&small, "segments hetero", &xi, &x, Some((&v, 3)), m, d, 0.5, Method::TopK { k: 20 }, true);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
 fn dynamics_match_reference_per_query() {
     let ctx = ctx();
     let (d, m, l) = (16, 60, 10);

@@ -56,7 +56,7 @@ pub(crate) struct SelectMergeParams {
     pub dv: u32,
     pub n_splits: u32,
     pub take: u32,
-    pub round: u32,
+    pub first: u32,
     pub last: u32,
     pub width: u32,
     pub col0: u32,
@@ -65,7 +65,8 @@ pub(crate) struct SelectMergeParams {
     pub random: u32,
     pub beta: f32,
     pub support: u32,
-    pub _pad: [u32; 2],
+    pub seg_row0: u32,
+    pub seg_rows: u32,
 }
 
 /// How the support is chosen.
@@ -133,17 +134,21 @@ pub(crate) fn encode(
         // K >= M keeps every memory: exactly dense retrieval.
         return encode_dense(ctx, pass, args, scratch);
     }
-    if bank.segments.len() != 1 {
-        return Err(Error::Unsupported(format!(
-            "top-K and random masks need the memories in one storage binding; this bank has {} segments \
-             (the merge pass gathers value rows by global index)",
-            bank.segments.len()
-        )));
-    }
-    let seg = &bank.segments[0];
     let take_max = k_eff.min(KF);
     let rows = split_rows(ctx, m, d, l, sel, take_max)?;
-    let n_splits = m.div_ceil(rows);
+    // Splits never straddle a segment: (first split, count) per segment.
+    let mut per_segment = Vec::with_capacity(bank.segments.len());
+    let mut n_splits = 0;
+    for seg in &bank.segments {
+        let count = seg.rows.div_ceil(rows);
+        per_segment.push((n_splits, count));
+        n_splits += count;
+    }
+    if n_splits > MAX_SPLITS {
+        return Err(Error::DeviceLimit(format!(
+            "top-K/random selection over {m} memories needs {n_splits} splits (at most {MAX_SPLITS})"
+        )));
+    }
     let width = k_eff;
 
     let merge_iterations = |take: usize| {
@@ -198,87 +203,94 @@ pub(crate) fn encode(
     let merge_pipeline = ctx.pipeline("topk_merge", "main", &[])?;
     let merge_layout = merge_pipeline.get_bind_group_layout(0);
     let rounds = k_eff.div_ceil(KF);
+    let n_seg = bank.segments.len();
 
     for q_off in (0..l).step_by(sub) {
         let ls = sub.min(l - q_off);
         let groups_x = ls.min(MAX_GROUPS);
         for round in 0..rounds {
             let take = KF.min(k_eff - round * KF);
-            let params = uniform(
-                ctx,
-                &SelectParams {
-                    l: ls as u32,
-                    d: d as u32,
-                    seg_rows: seg.rows as u32,
-                    seg_row0: seg.row0 as u32,
-                    split_rows: rows as u32,
-                    split0: 0,
-                    n_splits: n_splits as u32,
-                    take: take as u32,
-                    beta: args.beta,
-                    round: round as u32,
-                    q_off: q_off as u32,
-                    l_global: (args.l0 + q_off) as u32,
-                    seed_lo,
-                    seed_hi,
-                    _pad: [0; 2],
-                },
-            );
-            let mut entries = vec![
-                wgpu::BindGroupEntry { binding: 0, resource: entire(&params) },
-                wgpu::BindGroupEntry { binding: 3, resource: entire(&pivots) },
-                wgpu::BindGroupEntry { binding: 4, resource: entire(&part) },
-            ];
-            if with_keys {
-                entries.push(wgpu::BindGroupEntry { binding: 1, resource: entire(args.queries) });
-                entries.push(wgpu::BindGroupEntry { binding: 2, resource: seg.key_binding(d) });
-            }
-            let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("topk"),
-                layout: &select_layout,
-                entries: &entries,
-            });
-            pass.set_pipeline(&select_pipeline);
-            pass.set_bind_group(0, &group, &[]);
-            pass.dispatch_workgroups(ls.div_ceil(BQ) as u32, n_splits as u32, 1);
-
-            let params = uniform(
-                ctx,
-                &SelectMergeParams {
-                    l: ls as u32,
-                    d: d as u32,
-                    dv: dv as u32,
-                    n_splits: n_splits as u32,
-                    take: take as u32,
-                    round: round as u32,
-                    last: (round + 1 == rounds) as u32,
-                    width: width as u32,
-                    col0: (round * KF) as u32,
-                    q_off: q_off as u32,
-                    groups_x: groups_x as u32,
-                    random: random as u32,
-                    beta: args.beta,
-                    support: args.support.is_some() as u32,
-                    _pad: [0; 2],
-                },
-            );
-            let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("topk_merge"),
-                layout: &merge_layout,
-                entries: &[
+            for (seg, &(split0, count)) in bank.segments.iter().zip(&per_segment) {
+                let params = uniform(
+                    ctx,
+                    &SelectParams {
+                        l: ls as u32,
+                        d: d as u32,
+                        seg_rows: seg.rows as u32,
+                        seg_row0: seg.row0 as u32,
+                        split_rows: rows as u32,
+                        split0: split0 as u32,
+                        n_splits: n_splits as u32,
+                        take: take as u32,
+                        beta: args.beta,
+                        round: round as u32,
+                        q_off: q_off as u32,
+                        l_global: (args.l0 + q_off) as u32,
+                        seed_lo,
+                        seed_hi,
+                        _pad: [0; 2],
+                    },
+                );
+                let mut entries = vec![
                     wgpu::BindGroupEntry { binding: 0, resource: entire(&params) },
-                    wgpu::BindGroupEntry { binding: 1, resource: entire(&part) },
-                    wgpu::BindGroupEntry { binding: 2, resource: entire(&pivots) },
-                    wgpu::BindGroupEntry { binding: 3, resource: entire(args.queries) },
-                    wgpu::BindGroupEntry { binding: 4, resource: seg.key_binding(d) },
-                    wgpu::BindGroupEntry { binding: 5, resource: seg.value_binding(dv) },
-                    wgpu::BindGroupEntry { binding: 6, resource: entire(args.z) },
-                    wgpu::BindGroupEntry { binding: 7, resource: entire(sup_binding) },
-                ],
-            });
-            pass.set_pipeline(&merge_pipeline);
-            pass.set_bind_group(0, &group, &[]);
-            pass.dispatch_workgroups(groups_x as u32, ls.div_ceil(groups_x) as u32, 1);
+                    wgpu::BindGroupEntry { binding: 3, resource: entire(&pivots) },
+                    wgpu::BindGroupEntry { binding: 4, resource: entire(&part) },
+                ];
+                if with_keys {
+                    entries.push(wgpu::BindGroupEntry { binding: 1, resource: entire(args.queries) });
+                    entries.push(wgpu::BindGroupEntry { binding: 2, resource: seg.key_binding(d) });
+                }
+                let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("topk"),
+                    layout: &select_layout,
+                    entries: &entries,
+                });
+                pass.set_pipeline(&select_pipeline);
+                pass.set_bind_group(0, &group, &[]);
+                pass.dispatch_workgroups(ls.div_ceil(BQ) as u32, count as u32, 1);
+            }
+
+            // One merge per segment: each folds in the winners it holds.
+            for (si, seg) in bank.segments.iter().enumerate() {
+                let params = uniform(
+                    ctx,
+                    &SelectMergeParams {
+                        l: ls as u32,
+                        d: d as u32,
+                        dv: dv as u32,
+                        n_splits: n_splits as u32,
+                        take: take as u32,
+                        first: (round == 0 && si == 0) as u32,
+                        last: (round + 1 == rounds && si + 1 == n_seg) as u32,
+                        width: width as u32,
+                        col0: (round * KF) as u32,
+                        q_off: q_off as u32,
+                        groups_x: groups_x as u32,
+                        random: random as u32,
+                        beta: args.beta,
+                        support: args.support.is_some() as u32,
+                        seg_row0: seg.row0 as u32,
+                        seg_rows: seg.rows as u32,
+                    },
+                );
+                let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("topk_merge"),
+                    layout: &merge_layout,
+                    entries: &[
+                        wgpu::BindGroupEntry { binding: 0, resource: entire(&params) },
+                        wgpu::BindGroupEntry { binding: 1, resource: entire(&part) },
+                        wgpu::BindGroupEntry { binding: 2, resource: entire(&pivots) },
+                        wgpu::BindGroupEntry { binding: 3, resource: entire(args.queries) },
+                        wgpu::BindGroupEntry { binding: 4, resource: seg.key_binding(d) },
+                        wgpu::BindGroupEntry { binding: 5, resource: seg.value_binding(dv) },
+                        wgpu::BindGroupEntry { binding: 6, resource: entire(args.z) },
+                        wgpu::BindGroupEntry { binding: 7, resource: entire(sup_binding) },
+                    ],
+                });
+                pass.set_pipeline(&merge_pipeline);
+                pass.set_bind_group(0, &group, &[]);
+                pass.dispatch_workgroups(groups_x as u32, ls.div_ceil(groups_x) as u32, 1);
+            }
         }
     }
 
