@@ -12,12 +12,14 @@
 // 64 memories per tile, keys staged 64 dims at a time, each thread a 4 x 4
 // register tile of scores; the L x M scores never leave workgroup memory.
 // Per tile the 16 x 64 ranks go to workgroup memory and one thread per query
-// offers its 64 candidates to a sorted list of `take` (<= 64) entries held in
-// workgroup memory: a candidate that does not beat the current K-th entry
-// (the threshold) is rejected with one compare, which is the common case once
-// the list is full; an accepted one is insertion-sorted in. Candidates arrive
-// in ascending index order, so a strict compare keeps the lower index on ties.
-// Each split writes its sorted list (padded with EMPTY) to `part`.
+// offers its 64 candidates to a binary heap of `take` (<= 64) entries held in
+// workgroup memory, whose root is the current K-th best (the threshold): a
+// candidate that does not beat it is rejected with one compare, the common
+// case once the heap is full; an accepted one replaces the root and sifts
+// down (<= 6 steps, so even adversarial orders, where every candidate is
+// accepted, stay cheap and inside lavapipe's loop limiter). All compares use
+// the total order, so ties keep the lower index. Each split heapsorts its
+// heap and writes it best first (padded with EMPTY) to `part`.
 //
 // K > 64 runs in rounds of at most 64: round r admits only candidates that
 // come after the pivot (the last entry chosen in round r - 1) in the total
@@ -67,7 +69,7 @@ var<workgroup> qs: array<vec4<f32>, 256>;
 // Keys of the tile as f32 bits, transposed (kv[k * BM + j]); after scoring,
 // the ranks of the tile: kv[j * BQ + query].
 var<workgroup> kv: array<u32, 4096>;
-// lists[t * KF + i]: entry i of query t's running list, best first.
+// lists[t * KF ..]: query t's heap of its best candidates (root: the worst).
 var<workgroup> lists: array<vec2<u32>, 1024>;
 
 // Order-preserving map of an f32 score to u32 (larger score, larger rank).
@@ -128,8 +130,30 @@ fn put(j: u32, g: u32, r: vec4<u32>) {
     kv[b + 3u] = r.w;
 }
 
+// Sift entry c down from position pos of the heap lists[base .. base + n)
+// (root = worst entry: every parent is worse than its children).
+fn sift_down(base: u32, pos0: u32, n: u32, c: vec2<u32>) {
+    var pos = pos0;
+    loop {
+        let l = 2u * pos + 1u;
+        if (l >= n) {
+            break;
+        }
+        var w = l; // the worse child
+        if (l + 1u < n && better(lists[base + l], lists[base + l + 1u])) {
+            w = l + 1u;
+        }
+        if (!better(c, lists[base + w])) {
+            break;
+        }
+        lists[base + pos] = lists[base + w];
+        pos = w;
+    }
+    lists[base + pos] = c;
+}
+
 // Offer the tile's candidates (memories m0 .. m0 + jmax of the segment) to
-// query t's list; `cnt` entries are filled.
+// query t's heap of `cnt` entries (at most `take`).
 fn offer(t: u32, m0: u32, jmax: u32, cnt: ptr<function, u32>, pivot: vec2<u32>, has_pivot: bool) {
     let base = t * KF;
     for (var j = 0u; j < jmax; j++) {
@@ -137,33 +161,47 @@ fn offer(t: u32, m0: u32, jmax: u32, cnt: ptr<function, u32>, pivot: vec2<u32>, 
         if (has_pivot && !better(pivot, c)) {
             continue; // chosen in an earlier round
         }
-        var n = *cnt;
+        let n = *cnt;
         if (n == p.take) {
-            if (!better(c, lists[base + n - 1u])) {
-                continue; // the common case: not above the threshold
+            if (better(c, lists[base])) {
+                sift_down(base, 0u, n, c); // replaces the worst entry
             }
-            n -= 1u; // the last entry drops out
+            // else the common case: not above the threshold, one compare
+            continue;
         }
+        // Filling: append and sift up.
         var pos = n;
         loop {
-            if (pos == 0u || !better(c, lists[base + pos - 1u])) {
+            if (pos == 0u) {
                 break;
             }
-            lists[base + pos] = lists[base + pos - 1u];
-            pos -= 1u;
+            let parent = (pos - 1u) / 2u;
+            if (!better(lists[base + parent], c)) {
+                break;
+            }
+            lists[base + pos] = lists[base + parent];
+            pos = parent;
         }
         lists[base + pos] = c;
         *cnt = n + 1u;
     }
 }
 
+// Heapsort query t's heap in place, best first, and write it out padded.
 fn write_list(t: u32, q0: u32, split: u32, cnt: u32) {
+    let base = t * KF;
+    for (var end = cnt; end > 1u; end--) {
+        // The worst entry goes to the back; the rest is re-heaped.
+        let last = lists[base + end - 1u];
+        lists[base + end - 1u] = lists[base];
+        sift_down(base, 0u, end - 1u, last);
+    }
     if (q0 + t < p.l) {
         let out = ((q0 + t) * p.n_splits + split) * p.take;
         for (var i = 0u; i < p.take; i++) {
             var e = vec2<u32>(0u, EMPTY);
             if (i < cnt) {
-                e = lists[t * KF + i];
+                e = lists[base + i];
             }
             part[out + i] = e;
         }

@@ -162,15 +162,17 @@ fn topk_large_k_runs_in_rounds() {
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
 fn one_query_many_memories_uses_many_splits() {
-    // 20000 memories: split into many chunks whose lists are merged; on
-    // lavapipe the worst-case insertion cost also caps each split at 704
-    // memories (the driver's loop limiter).
+    // 20000 memories: split into chunks whose lists are merged; on lavapipe
+    // the worst-case selection cost also caps each split's length (the
+    // driver's loop limiter).
     check_topk(ctx(), 64, 20_000, 1, 64, 601);
     // Adversarial order: scores rise with the index, so every candidate is
-    // the new best and shifts the whole list (the worst case the split
-    // length is planned for; without that cap lavapipe drops memories).
-    let (m, d) = (20_000, 4);
-    let xi: Vec<f32> = (0..m).flat_map(|mu| [mu as f32 / 32768.0, 0.0, 0.0, 0.0]).collect();
+    // the new best and sifts through the whole heap (the worst case the
+    // split length is planned for; without that cap lavapipe drops memories).
+    // 60000 memories: long enough that the default split (M / 8 on a
+    // 2-core lavapipe) would exceed the limiter in the worst case.
+    let (m, d) = (60_000, 4);
+    let xi: Vec<f32> = (0..m).flat_map(|mu| [mu as f32 / 65536.0, 0.0, 0.0, 0.0]).collect();
     let x = [1.0f32, 0.0, 0.0, 0.0];
     check_with(ctx(), "ascending scores", &xi, &x, None, m, d, 1.0, Method::TopK { k: 64 }, true);
     check_topk(ctx(), 8, 5000, 2, 3, 602);

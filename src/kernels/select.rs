@@ -78,18 +78,23 @@ pub(crate) enum Selection {
     Random { seed: u64 },
 }
 
+/// Depth of a binary heap of `take` entries: most sift steps per offer.
+fn heap_depth(take: usize) -> usize {
+    (usize::BITS - take.leading_zeros()) as usize
+}
+
 /// Worst-case loop iterations of one `topk.wgsl` invocation per 64-memory
 /// tile, each loop counted with one more for its exit: scoring as in
 /// dense.wgsl (key load 65, query load 17, dot products 65, chunk loop 1 per
-/// 64-dim chunk), the offer loop (65), and an insertion that shifts the
-/// whole list for every candidate (64 x (take + 1); adversarial data, e.g.
-/// memories sorted by ascending score, reaches it), plus the tile loop.
+/// 64-dim chunk), the offer loop (65), a full sift for every candidate
+/// (64 x (depth + 1); adversarial data, e.g. memories sorted by ascending
+/// score, accepts every candidate), plus the tile loop.
 fn select_iterations_per_tile(sel: Selection, d: usize, take: usize) -> usize {
     let scoring = match sel {
         Selection::TopK => d.div_ceil(DK) * (65 + 17 + 65 + 1),
         Selection::Random { .. } => 0,
     };
-    scoring + 65 + BM * (take + 1) + 1
+    scoring + 65 + BM * (heap_depth(take) + 1) + 1
 }
 
 /// Memories per split: enough splits to fill the device (as the dense
@@ -102,8 +107,9 @@ fn split_rows(ctx: &Context, m: usize, d: usize, l: usize, sel: Selection, take:
     let mut rows = m.div_ceil(want).div_ceil(BM) * BM;
     let floor = m.div_ceil(MAX_SPLITS.min(MAX_GROUPS)).div_ceil(BM) * BM;
     if let Some(budget) = ctx.loop_budget() {
-        // Fixed part: the query load (17), the list write-out (take + 1).
-        let fixed = 17 + take + 1 + 8;
+        // Fixed part: the query load (17), the heapsort (take sifts) and
+        // the list write-out (take + 1).
+        let fixed = 17 + (take + 1) * (heap_depth(take) + 2) + take + 1 + 8;
         let per_tile = select_iterations_per_tile(sel, d, take);
         let tiles_max = budget.saturating_sub(fixed) / per_tile;
         if tiles_max == 0 || tiles_max * BM < floor {
