@@ -456,6 +456,9 @@ impl Context {
             }
             let mut ranges =
                 vec![(&target, 0, (lb * cols * 4) as u64), (&info, 0, (lb * std::mem::size_of::<QueryInfo>()) as u64)];
+            if let (Some(buf), Some(w)) = (&support, support_width) {
+                ranges.push((buf, 0, (lb * w * 4) as u64));
+            }
             if let Some(t) = &timer {
                 // An empty pass carries the end timestamp after all the work.
                 drop(encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {

@@ -8,6 +8,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("dense_decode", include_str!("../shaders/dense_decode.wgsl")),
     ("dense_merge", include_str!("../shaders/dense_merge.wgsl")),
     ("dense_naive", include_str!("../shaders/dense_naive.wgsl")),
+    ("topk", include_str!("../shaders/topk.wgsl")),
+    ("topk_merge", include_str!("../shaders/topk_merge.wgsl")),
     ("update", include_str!("../shaders/update.wgsl")),
     ("feature_poly", include_str!("../shaders/feature_poly.wgsl")),
     ("feature_linear", include_str!("../shaders/feature_linear.wgsl")),
@@ -29,6 +31,7 @@ pub fn source(name: &str) -> Option<&'static str> {
 pub const UNIFORM_LAYOUTS: &[(&str, &str, usize)] = {
     use crate::kernels::dense::{DenseParams, MergeParams, NaiveParams, QueryInfo};
     use crate::kernels::feature::FeatureParams;
+    use crate::kernels::select::{SelectMergeParams, SelectParams};
     use crate::kernels::update::UpdateParams;
     use std::mem::size_of;
     &[
@@ -37,6 +40,8 @@ pub const UNIFORM_LAYOUTS: &[(&str, &str, usize)] = {
         ("dense_merge", "Params", size_of::<MergeParams>()),
         ("dense_merge", "QueryInfo", size_of::<QueryInfo>()),
         ("dense_naive", "Params", size_of::<NaiveParams>()),
+        ("topk", "Params", size_of::<SelectParams>()),
+        ("topk_merge", "Params", size_of::<SelectMergeParams>()),
         ("update", "Params", size_of::<UpdateParams>()),
         ("update", "QueryInfo", size_of::<QueryInfo>()),
         ("feature_poly", "Params", size_of::<FeatureParams>()),

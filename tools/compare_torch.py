@@ -6,6 +6,11 @@ timestamps) and PyTorch's `torch.nn.functional.scaled_dot_product_attention`
 in f32 with the same beta as its scale (keys = values = memories), timed with
 CUDA events after warm-up, and prints both medians and their ratio.
 
+Then top-K retrieval (K = 32, L = 1024, M = 10^6, d = 64): ours
+(`bench --method topk --k 32`) beside the PyTorch pipeline
+matmul -> topk -> softmax over the K kept scores -> gather -> weighted sum,
+which writes the L x M score matrix that our fused kernel never forms.
+
     python3 tools/compare_torch.py [--bin target/release/hopfield-gpu] [--repeats 10]
 
 Needs a CUDA GPU with PyTorch, and a Vulkan driver for hopfield-gpu. Times
@@ -29,9 +34,13 @@ SHAPES = [
 ]
 
 
-def ours(binary, d, m, l, repeats):
+# (d, M, L, K) for the top-K comparison (the issue's target shape).
+TOPK_SHAPES = [(64, 1_000_000, 1024, 32)]
+
+
+def ours(binary, d, m, l, repeats, extra=("--method", "dense")):
     out = subprocess.run(
-        [binary, "bench", "--json", "--method", "dense", "--d", str(d), "--m", str(m), "--l", str(l),
+        [binary, "bench", "--json", *extra, "--d", str(d), "--m", str(m), "--l", str(l),
          "--repeats", str(repeats)],
         check=True, capture_output=True, text=True,
     ).stdout
@@ -63,6 +72,42 @@ def torch_sdpa(d, m, l, repeats, beta):
     return statistics.median(times), torch.cuda.get_device_name()
 
 
+def time_cuda(f, repeats):
+    import torch
+
+    for _ in range(3):
+        f()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        f()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def torch_topk(d, m, l, k, repeats, beta):
+    """Sparse-structured top-K retrieval, eq. (3.9): softmax over the K kept
+    scores only (no zero-logit fill), weighted sum of their value rows."""
+    import torch
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.rand(l, d, device="cuda", generator=gen) * 2 - 1
+    xi = torch.rand(m, d, device="cuda", generator=gen) * 2 - 1
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+    def f():
+        s = (x @ xi.T) * beta                      # [L, M], written to memory
+        top, idx = torch.topk(s, k, dim=1)         # [L, K]
+        w = torch.softmax(top, dim=1)              # over the K kept scores only
+        return torch.einsum("lk,lkd->ld", w, xi[idx])  # gather [L, K, d], weighted sum
+
+    return time_cuda(f, repeats), torch.cuda.get_device_name()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", default="target/release/hopfield-gpu")
@@ -80,6 +125,18 @@ def main():
         print(f"{d:>5} {m:>9} {l:>6} {rec['median_ms']:>10.3f} {t_ms:>10.3f} {t_ms / rec['median_ms']:>11.2f} "
               f"{rec['gflops'] / 1e3:>13.2f} {rec['gbps']:>10.1f}")
     print(f"ours on: {device} ({rec['timing']}); torch on: {torch_device}")
+
+    print()
+    print(f"{'d':>5} {'M':>9} {'L':>6} {'K':>5} {'ours topk ms':>13} {'torch topk ms':>14} {'torch/ours':>11}")
+    for d, m, l, k in TOPK_SHAPES:
+        beta = 1 / math.sqrt(d)
+        try:
+            device, rec = ours(args.bin, d, m, l, args.repeats, ("--method", "topk", "--k", str(k)))
+        except subprocess.CalledProcessError as e:
+            print(f"{d:>5} {m:>9} {l:>6} {k:>5}  hopfield-gpu failed: {e.stderr.strip()}", file=sys.stderr)
+            continue
+        t_ms, torch_device = torch_topk(d, m, l, k, args.repeats, beta)
+        print(f"{d:>5} {m:>9} {l:>6} {k:>5} {rec['median_ms']:>13.3f} {t_ms:>14.3f} {t_ms / rec['median_ms']:>11.2f}")
 
 
 if __name__ == "__main__":

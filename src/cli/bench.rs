@@ -115,6 +115,17 @@ struct Report<'a> {
     records: &'a [Record],
 }
 
+/// The default suite: dense kernels only, so that it stays near two minutes
+/// on lavapipe. Top-K and random masks are timed as single configurations
+/// (each 4096 x 4096 run takes tens of seconds on lavapipe, dense as well;
+/// compare against dense at the same shape, in the same session):
+///
+/// ```text
+/// hopfield-gpu bench --method dense  --d 64 --m 4096 --l 4096 --repeats 3
+/// hopfield-gpu bench --method topk   --k 16  --d 64 --m 4096 --l 4096 --repeats 3
+/// hopfield-gpu bench --method topk   --k 256 --d 64 --m 4096 --l 4096 --repeats 3
+/// hopfield-gpu bench --method random --k 64  --d 64 --m 4096 --l 4096 --repeats 3
+/// ```
 fn default_suite() -> Vec<Config> {
     let c = |method, d, m, l, repeats, note| Config {
         method,

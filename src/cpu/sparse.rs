@@ -1,4 +1,4 @@
-//! Reference for `shaders/topk.wgsl`, `shaders/random.wgsl` and
+//! Reference for `shaders/topk.wgsl` (top-K and random masks) and
 //! `shaders/window.wgsl`: sparse-structured retrieval of SEMANTICS.md
 //! ("Sparse-structured retrieval", Nonparametric Modern Hopfield Models,
 //! eq. (3.9)),
@@ -121,7 +121,7 @@ pub fn top_k_support(s: &[f64], k: usize) -> Vec<usize> {
 /// are drawn first.
 ///
 /// Defined with u32 arithmetic only (wrapping multiply, shifts, xor) so that
-/// `shaders/random.wgsl` reproduces it bit for bit; keep the two in sync:
+/// `shaders/topk.wgsl` (`hash_select`) reproduces it bit for bit; keep the two in sync:
 ///
 /// ```text
 /// lowbias32(x):                 // Chris Wellons' "lowbias32" integer mixer

@@ -17,6 +17,7 @@ use crate::retrieve::Method;
 
 pub(crate) mod dense;
 pub(crate) mod feature;
+pub(crate) mod select;
 pub(crate) mod update;
 
 /// A uniform buffer holding `value`.
@@ -89,14 +90,18 @@ pub(crate) fn support_width(method: &Method, m: usize) -> Option<usize> {
 /// Record one step of a non-dense method. Scratch buffers it acquires go into
 /// `scratch`, released by the caller once the GPU is done.
 pub(crate) fn encode_step(
-    _ctx: &Context,
-    _pass: &mut wgpu::ComputePass<'_>,
+    ctx: &Context,
+    pass: &mut wgpu::ComputePass<'_>,
     method: &Method,
-    _args: &StepArgs<'_>,
-    _scratch: &mut Vec<wgpu::Buffer>,
+    args: &StepArgs<'_>,
+    scratch: &mut Vec<wgpu::Buffer>,
 ) -> Result<()> {
-    if let Some(key) = feature::FeatureKey::of(method, _args.beta, _args.bank.dim()) {
-        return feature::encode_step(_ctx, _pass, &key, _args, _scratch);
+    if let Some(key) = feature::FeatureKey::of(method, args.beta, args.bank.dim()) {
+        return feature::encode_step(ctx, pass, &key, args, scratch);
     }
-    Err(Error::Unsupported(format!("method {} has no GPU kernel yet", method.name())))
+    match *method {
+        Method::TopK { k } => select::encode(ctx, pass, select::Selection::TopK, k, args, scratch),
+        Method::Random { k, seed } => select::encode(ctx, pass, select::Selection::Random { seed }, k, args, scratch),
+        _ => Err(Error::Unsupported(format!("method {} has no GPU kernel yet", method.name()))),
+    }
 }

@@ -1,0 +1,367 @@
+//! Top-K and random-mask retrieval on the GPU against the f64 CPU reference
+//! (src/cpu/sparse.rs), and the command line's `--k` / `--support-out`.
+//!
+//! Data. Supports are compared exactly, so the top-K cases use keys and
+//! queries on a grid of multiples of 1/8 in [-1, 1] with beta a power of two:
+//! every product is a multiple of 1/64 and every partial sum of d <= 64 of
+//! them is exact in f32, so the GPU's scores equal the reference's bit for
+//! bit whatever the summation order. Ties are then real ties (many of them,
+//! with 17 levels per coordinate) and the rule "lower index wins" is tested,
+//! not a lucky ordering of rounding errors. Random masks depend on the hash
+//! only, so they use plain random data.
+//!
+//! Tolerances. As in tests/dense.rs: a softmax weight over the support
+//! inherits the scores' f32 rounding (zero here for top-K, about
+//! sqrt(d) * 6e-8 * |beta <x, xi>| < 1e-5 for random masks, which score the
+//! chosen memories in f32) as a relative error, and z is a convex combination
+//! of values bounded by 1; sums over <= 1500 terms add ~1e-4 relative in the
+//! worst case. Hence z: abs 1e-4 + rel 1e-4; energies (|E| ~ 10) abs 1e-4 +
+//! rel 1e-5.
+
+mod common;
+
+use std::process::Command;
+
+use common::{assert_close, ctx, random};
+use hopfield_gpu::cpu::sparse::{self, Support};
+use hopfield_gpu::cpu::{self, Matrix};
+use hopfield_gpu::tolerance::Tolerance;
+use hopfield_gpu::{Context, ContextOptions, MemoryBank, Method, RetrieveOptions};
+
+const Z_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
+const E_TOL: Tolerance = Tolerance::new(1e-4, 1e-5);
+
+/// `rows x cols` values on the grid {-1, -7/8, ..., 7/8, 1}.
+fn grid(seed: u64, rows: usize, cols: usize) -> Vec<f32> {
+    random(seed, rows, cols, 1.0).into_iter().map(|v| (v * 8.0).round() / 8.0).collect()
+}
+
+fn support_of(method: Method) -> Support {
+    match method {
+        Method::TopK { k } => Support::TopK { k },
+        Method::Random { k, seed } => Support::Random { k, seed },
+        other => panic!("not a sparse-selection method: {other:?}"),
+    }
+}
+
+/// Retrieve with `method` on the GPU (with support output) and compare z and
+/// the supports with the reference. `values` are separate values (hetero).
+#[allow(clippy::too_many_arguments)]
+fn check_with(
+    ctx: &Context,
+    what: &str,
+    xi: &[f32],
+    x: &[f32],
+    values: Option<(&[f32], usize)>,
+    m: usize,
+    d: usize,
+    beta: f32,
+    method: Method,
+    want_support: bool,
+) {
+    let l = x.len() / d;
+    let (bank, v) = match values {
+        Some((v, dv)) => (MemoryBank::with_values(ctx, xi, m, d, v, dv).unwrap(), Matrix::from_f32(m, dv, v)),
+        None => (MemoryBank::new(ctx, xi, m, d).unwrap(), Matrix::from_f32(m, d, xi)),
+    };
+    let opts = RetrieveOptions { method, beta, max_steps: 1, eps: 0.0, energy: false, support: want_support };
+    let got = ctx.retrieve(&bank, x, &opts).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let want = sparse::sparse(
+        &Matrix::from_f32(l, d, x),
+        &Matrix::from_f32(m, d, xi),
+        &v,
+        f64::from(beta),
+        support_of(method),
+    );
+    assert_close(&format!("{what}: z"), &got.z, &want.z.data, Z_TOL);
+    if want_support {
+        let s = got.support.as_ref().unwrap_or_else(|| panic!("{what}: no support returned"));
+        let width = match method {
+            Method::TopK { k } | Method::Random { k, .. } => k.min(m),
+            _ => unreachable!(),
+        };
+        assert_eq!(s.width, width, "{what}: support width");
+        for (q, want_q) in want.support.iter().enumerate() {
+            let got_q: Vec<usize> = s.indices[q * width..(q + 1) * width].iter().map(|&i| i as usize).collect();
+            assert_eq!(&got_q, want_q, "{what}: support of query {q}");
+        }
+    } else {
+        assert!(got.support.is_none(), "{what}: support returned though not asked for");
+    }
+}
+
+/// Top-K on grid data (exact scores), support compared too.
+fn check_topk(ctx: &Context, d: usize, m: usize, l: usize, k: usize, seed: u64) {
+    let xi = grid(seed, m, d);
+    let x = grid(seed + 1, l, d);
+    let what = format!("topk k={k} d={d} m={m} l={l}");
+    check_with(ctx, &what, &xi, &x, None, m, d, 0.5, Method::TopK { k }, true);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn topk_matches_reference_over_shapes() {
+    let ctx = ctx();
+    // M = 197 and 130 are multiples of no tile size; k = 1, small, one list
+    // of 64, and 65 (two rounds, the second of one entry).
+    for (i, &(d, m, l, k)) in
+        [(8, 197, 7, 1), (8, 197, 7, 5), (3, 130, 33, 64), (16, 300, 5, 65), (70, 90, 17, 7), (1, 40, 3, 9)]
+            .iter()
+            .enumerate()
+    {
+        check_topk(ctx, d, m, l, k, 200 + i as u64);
+    }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn topk_breaks_ties_by_lower_index() {
+    let ctx = ctx();
+    let (d, base) = (4, 10);
+    // Every memory appears three times (rows i, i + 10, i + 20): each score
+    // comes in tied triples, and k = 4, 5, 7 cut through them.
+    let one = grid(301, base, d);
+    let xi: Vec<f32> = one.iter().chain(&one).chain(&one).copied().collect();
+    let x = grid(302, 6, d);
+    for k in [1, 4, 5, 7, 29] {
+        check_with(ctx, &format!("duplicates k={k}"), &xi, &x, None, 3 * base, d, 1.0, Method::TopK { k }, true);
+    }
+    // A zero query scores every memory 0 (as +0 or -0): the first k indices win.
+    let zero = vec![0.0f32; 2 * d];
+    check_with(ctx, "zero query", &xi, &zero, None, 3 * base, d, 1.0, Method::TopK { k: 6 }, true);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn topk_with_k_of_m_or_more_is_dense() {
+    let ctx = ctx();
+    let (d, m, l) = (8, 70, 9);
+    let xi = grid(401, m, d);
+    let x = grid(402, l, d);
+    let xim = Matrix::from_f32(m, d, &xi);
+    let dense = cpu::dense::dense(&Matrix::from_f32(l, d, &x), &xim, &xim, 0.5);
+    for k in [m, m + 1, 10 * m] {
+        // With a support output: the selection path, all M in ranking order.
+        check_with(ctx, &format!("k={k} with support"), &xi, &x, None, m, d, 0.5, Method::TopK { k }, true);
+        // Without: routed to the dense kernels.
+        check_with(ctx, &format!("k={k} no support"), &xi, &x, None, m, d, 0.5, Method::TopK { k }, false);
+        let bank = MemoryBank::new(ctx, &xi, m, d).unwrap();
+        let got = ctx.retrieve(&bank, &x, &RetrieveOptions::dense(0.5).method(Method::TopK { k })).unwrap();
+        assert_close(&format!("k={k} vs dense reference"), &got.z, &dense.z.data, Z_TOL);
+    }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn topk_large_k_runs_in_rounds() {
+    // K = 1024 of M = 1500: 16 rounds of 64, each admitting only what comes
+    // after the previous round's last pick.
+    check_topk(ctx(), 16, 1500, 3, 1024, 501);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn one_query_many_memories_uses_many_splits() {
+    // 20000 memories: split into chunks whose lists are merged; on lavapipe
+    // the worst-case selection cost also caps each split's length (the
+    // driver's loop limiter).
+    check_topk(ctx(), 64, 20_000, 1, 64, 601);
+    // Adversarial order: scores rise with the index, so every candidate is
+    // the new best and sifts through the whole heap (the worst case the
+    // split length is planned for; without that cap lavapipe drops memories).
+    // 60000 memories: long enough that the default split (M / 8 on a
+    // 2-core lavapipe) would exceed the limiter in the worst case.
+    let (m, d) = (60_000, 4);
+    let xi: Vec<f32> = (0..m).flat_map(|mu| [mu as f32 / 65536.0, 0.0, 0.0, 0.0]).collect();
+    let x = [1.0f32, 0.0, 0.0, 0.0];
+    check_with(ctx(), "ascending scores", &xi, &x, None, m, d, 1.0, Method::TopK { k: 64 }, true);
+    check_topk(ctx(), 8, 5000, 2, 3, 602);
+    let xi = random(603, 20_000, 8, 1.0);
+    let x = random(604, 2, 8, 1.0);
+    check_with(ctx(), "random one query", &xi, &x, None, 20_000, 8, 1.0, Method::Random { k: 100, seed: 9 }, true);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn random_mask_matches_reference_and_seed_changes_the_draw() {
+    let ctx = ctx();
+    let (d, m, l) = (12, 333, 21);
+    let xi = random(701, m, d, 1.0);
+    let x = random(702, l, d, 1.0);
+    for (k, seed) in [(1, 0), (17, 0), (17, 1), (64, u64::MAX), (100, 0x1234_5678_9abc_def0), (m, 3), (m + 5, 3)] {
+        check_with(
+            ctx,
+            &format!("random k={k} seed={seed}"),
+            &xi,
+            &x,
+            None,
+            m,
+            d,
+            0.7,
+            Method::Random { k, seed },
+            true,
+        );
+    }
+    // Another seed draws other memories; another query draws other memories.
+    let bank = MemoryBank::new(ctx, &xi, m, d).unwrap();
+    let draw = |seed| {
+        let opts = RetrieveOptions {
+            method: Method::Random { k: 17, seed },
+            beta: 0.7,
+            max_steps: 1,
+            eps: 0.0,
+            energy: false,
+            support: true,
+        };
+        ctx.retrieve(&bank, &x, &opts).unwrap().support.unwrap().indices
+    };
+    let (a, b) = (draw(0), draw(1));
+    assert_ne!(a[..17], b[..17], "seeds 0 and 1 drew the same support for query 0");
+    assert_ne!(a[..17], a[17..34], "queries 0 and 1 drew the same support");
+    assert_eq!(a, draw(0), "the same seed must give the same draw");
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn hetero_values_match_reference() {
+    let ctx = ctx();
+    let (d, m, l, dv) = (8, 150, 10, 70);
+    let xi = grid(801, m, d);
+    let x = grid(802, l, d);
+    let v = random(803, m, dv, 1.0);
+    check_with(ctx, "topk hetero", &xi, &x, Some((&v, dv)), m, d, 0.5, Method::TopK { k: 12 }, true);
+    check_with(ctx, "topk hetero, 2 rounds", &xi, &x, Some((&v, dv)), m, d, 0.5, Method::TopK { k: 100 }, false);
+    let v1 = random(804, m, 1, 1.0);
+    check_with(ctx, "random hetero", &xi, &x, Some((&v1, 1)), m, d, 0.5, Method::Random { k: 9, seed: 5 }, true);
+    check_with(ctx, "random hetero dv=70", &xi, &x, Some((&v, dv)), m, d, 0.5, Method::Random { k: 80, seed: 6 }, true);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn queries_in_several_batches_keep_their_global_index() {
+    // A 4 KiB binding limit cuts 600 queries into batches (retrieve.rs) and
+    // sub-batches (the partial lists): the random draw of query l depends on
+    // its global index, which both must carry through.
+    let small = Context::new(&ContextOptions { max_binding_bytes: Some(4096), ..Default::default() }).unwrap();
+    let (d, m, l) = (4, 100, 600);
+    let xi = grid(901, m, d);
+    let x = grid(902, l, d);
+    check_with(&small, "random, batched", &xi, &x, None, m, d, 1.0, Method::Random { k: 8, seed: 77 }, true);
+    check_with(&small, "topk, batched", &xi, &x, None, m, d, 1.0, Method::TopK { k: 8 }, true);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn banks_of_several_segments_match_reference() {
+    // A 4 KiB binding limit cuts 300 memories of d = 24 into segments: the
+    // selection runs per segment, and each segment's merge folds in the
+    // winners it holds (values and, for random, keys are bound per segment).
+    let small = Context::new(&ContextOptions { max_binding_bytes: Some(4096), ..Default::default() }).unwrap();
+    let (d, m, l) = (24, 300, 9);
+    let xi = grid(951, m, d);
+    let x = grid(952, l, d);
+    assert!(MemoryBank::new(&small, &xi, m, d).unwrap().segment_count() > 1);
+    for k in [1, 10, 70] {
+        check_with(&small, &format!("segments topk k={k}"), &xi, &x, None, m, d, 0.5, Method::TopK { k }, true);
+        let method = Method::Random { k, seed: 11 };
+        check_with(&small, &format!("segments random k={k}"), &xi, &x, None, m, d, 0.5, method, true);
+    }
+    let v = random(953, m, 3, 1.0);
+    check_with(&small, "segments hetero", &xi, &x, Some((&v, 3)), m, d, 0.5, Method::TopK { k: 20 }, true);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn dynamics_match_reference_per_query() {
+    let ctx = ctx();
+    let (d, m, l) = (16, 60, 10);
+    let beta = 2.0f32;
+    let xi = random(1001, m, d, 1.0);
+    let x = random(1002, l, d, 1.0);
+    let bank = MemoryBank::new(ctx, &xi, m, d).unwrap();
+    let (xs, xim) = (Matrix::from_f32(l, d, &x), Matrix::from_f32(m, d, &xi));
+    for method in [Method::TopK { k: 3 }, Method::TopK { k: 70 }, Method::Random { k: 20, seed: 4 }] {
+        for (steps, eps) in [(3, 0.0f32), (30, 1e-4)] {
+            let opts = RetrieveOptions { method, beta, max_steps: steps, eps, energy: true, support: false };
+            let r = ctx.retrieve(&bank, &x, &opts).unwrap();
+            let want =
+                sparse::sparse_dynamics(&xs, &xim, f64::from(beta), steps as usize, f64::from(eps), support_of(method));
+            let what = format!("{method:?} steps={steps} eps={eps}");
+            assert_close(&format!("{what}: states"), &r.z, &want.state.data, Z_TOL);
+            // Sparse methods report the dense energy E(x) of the final state.
+            assert_close(&format!("{what}: energy"), r.energy.as_ref().unwrap(), &want.energy, E_TOL);
+            assert_eq!(r.converged, want.converged, "{what}: converged");
+            for (q, (&g, &w)) in r.steps.iter().zip(&want.steps).enumerate() {
+                // As in tests/dense.rs: one step of slack where a change lands within f32 rounding of eps.
+                assert!(
+                    (g as i64 - w as i64).abs() <= 1,
+                    "{what}: query {q}: {g} steps on the GPU, {w} in the reference"
+                );
+            }
+        }
+    }
+}
+
+/// Decode an int32 C-order .npy: (shape, data).
+fn read_i32_npy(bytes: &[u8]) -> (Vec<usize>, Vec<i32>) {
+    assert_eq!(&bytes[..6], b"\x93NUMPY", "not a .npy file");
+    let (hlen, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        _ => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
+    };
+    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
+    assert!(header.contains("'descr': '<i4'"), "not int32: {header}");
+    assert!(header.contains("'fortran_order': False"), "not C order: {header}");
+    let shape_text = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape: Vec<usize> = shape_text.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    let data = bytes[start + hlen..].chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
+    (shape, data)
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn cli_rejects_k_zero_and_writes_the_support() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (d, m, l, k) = (6, 50, 7, 5);
+    let xi = grid(1101, m, d);
+    let x = grid(1102, l, d);
+    let (mp, qp, zp, sp) =
+        (dir.path().join("m.npy"), dir.path().join("q.npy"), dir.path().join("z.npy"), dir.path().join("s.npy"));
+    hopfield_gpu::npy::write_f32_2d(&mp, m, d, &xi).unwrap();
+    hopfield_gpu::npy::write_f32_2d(&qp, l, d, &x).unwrap();
+    let run = |method: &str, k: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_hopfield-gpu"))
+            .args(["retrieve", "--memories", mp.to_str().unwrap(), "--queries", qp.to_str().unwrap()])
+            .args(["--beta", "0.5", "--out", zp.to_str().unwrap(), "--method", method, "--k", k])
+            .args(extra)
+            .output()
+            .expect("the binary runs")
+    };
+
+    let bad = run("topk", "0", &[]);
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success(), "k = 0 must fail; stderr: {err}");
+    assert!(err.contains("k = 0") && !err.contains("panicked"), "the message must name k: {err}");
+    assert!(!zp.exists(), "no output on failure");
+
+    for (method, support) in [("topk", Support::TopK { k }), ("random", Support::Random { k, seed: 0 })] {
+        let ok = run(method, &k.to_string(), &["--support-out", sp.to_str().unwrap()]);
+        assert!(ok.status.success(), "{method}: {}", String::from_utf8_lossy(&ok.stderr));
+        let (shape, got) = read_i32_npy(&std::fs::read(&sp).unwrap());
+        assert_eq!(shape, vec![l, k], "{method}: support shape");
+        let want = sparse::sparse(
+            &Matrix::from_f32(l, d, &x),
+            &Matrix::from_f32(m, d, &xi),
+            &Matrix::from_f32(m, d, &xi),
+            0.5,
+            support,
+        );
+        let want: Vec<i32> = want.support.iter().flatten().map(|&i| i as i32).collect();
+        assert_eq!(got, want, "{method}: --support-out vs the reference");
+        // And the library gives the same.
+        let bank = MemoryBank::new(ctx(), &xi, m, d).unwrap();
+        let method = if method == "topk" { Method::TopK { k } } else { Method::Random { k, seed: 0 } };
+        let opts = RetrieveOptions { method, beta: 0.5, max_steps: 1, eps: 1e-5, energy: false, support: true };
+        assert_eq!(ctx().retrieve(&bank, &x, &opts).unwrap().support.unwrap().indices, got);
+    }
+}
