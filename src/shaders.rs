@@ -8,6 +8,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("dense_decode", include_str!("../shaders/dense_decode.wgsl")),
     ("dense_merge", include_str!("../shaders/dense_merge.wgsl")),
     ("dense_naive", include_str!("../shaders/dense_naive.wgsl")),
+    ("entmax", include_str!("../shaders/entmax.wgsl")),
     ("topk", include_str!("../shaders/topk.wgsl")),
     ("topk_merge", include_str!("../shaders/topk_merge.wgsl")),
     ("update", include_str!("../shaders/update.wgsl")),
@@ -19,6 +20,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("feature_merge", include_str!("../shaders/feature_merge.wgsl")),
     ("feature_answer", include_str!("../shaders/feature_answer.wgsl")),
     ("feature_divide", include_str!("../shaders/feature_divide.wgsl")),
+    ("window", include_str!("../shaders/window.wgsl")),
 ];
 
 /// The source of shader `name`.
@@ -30,9 +32,11 @@ pub fn source(name: &str) -> Option<&'static str> {
 /// checks each against naga's layout of the WGSL, so the two cannot drift.
 pub const UNIFORM_LAYOUTS: &[(&str, &str, usize)] = {
     use crate::kernels::dense::{DenseParams, MergeParams, NaiveParams, QueryInfo};
+    use crate::kernels::entmax::EntmaxParams;
     use crate::kernels::feature::FeatureParams;
     use crate::kernels::select::{SelectMergeParams, SelectParams};
     use crate::kernels::update::UpdateParams;
+    use crate::kernels::window::WindowParams;
     use std::mem::size_of;
     &[
         ("dense", "Params", size_of::<DenseParams>()),
@@ -52,5 +56,7 @@ pub const UNIFORM_LAYOUTS: &[(&str, &str, usize)] = {
         ("feature_merge", "Params", size_of::<FeatureParams>()),
         ("feature_answer", "Params", size_of::<FeatureParams>()),
         ("feature_divide", "Params", size_of::<FeatureParams>()),
+        ("entmax", "Params", size_of::<EntmaxParams>()),
+        ("window", "Params", size_of::<WindowParams>()),
     ]
 };

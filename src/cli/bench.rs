@@ -146,6 +146,14 @@ fn default_suite() -> Vec<Config> {
         c(Method::Dense, 784, 1024, 128, 3, "MNIST-sized patterns"),
         c(Method::Dense, 3, 4096, 1024, 3, "tiny d"),
         c(Method::Dense, 128, 300_000, 1, 3, "one query, memories beyond one 128 MiB binding"),
+        c(
+            Method::Window { width: None },
+            64,
+            4096,
+            4096,
+            3,
+            "default W = ceil(sqrt(M)) = 64; vs the dense row at this shape",
+        ),
     ]
 }
 

@@ -16,9 +16,11 @@ use crate::error::{Error, Result};
 use crate::retrieve::Method;
 
 pub(crate) mod dense;
+pub(crate) mod entmax;
 pub(crate) mod feature;
 pub(crate) mod select;
 pub(crate) mod update;
+pub(crate) mod window;
 
 /// A uniform buffer holding `value`.
 pub(crate) fn uniform<T: Pod>(ctx: &Context, value: &T) -> wgpu::Buffer {
@@ -102,6 +104,12 @@ pub(crate) fn encode_step(
     match *method {
         Method::TopK { k } => select::encode(ctx, pass, select::Selection::TopK, k, args, scratch),
         Method::Random { k, seed } => select::encode(ctx, pass, select::Selection::Random { seed }, k, args, scratch),
+        Method::Window { width } => {
+            let w = width.unwrap_or_else(|| crate::cpu::sparse::default_window(args.bank.len()));
+            window::encode(ctx, pass, args, w, scratch)
+        }
+        Method::Sparsemax => entmax::encode(ctx, pass, args, entmax::Map::Sparsemax, scratch),
+        Method::Entmax15 => entmax::encode(ctx, pass, args, entmax::Map::Entmax15, scratch),
         _ => Err(Error::Unsupported(format!("method {} has no GPU kernel yet", method.name()))),
     }
 }
