@@ -110,6 +110,8 @@ pub(crate) fn encode_step(
         }
         Method::Sparsemax => entmax::encode(ctx, pass, args, entmax::Map::Sparsemax, scratch),
         Method::Entmax15 => entmax::encode(ctx, pass, args, entmax::Map::Entmax15, scratch),
-        _ => Err(Error::Unsupported(format!("method {} has no GPU kernel yet", method.name()))),
+        // Dense runs its own two passes in retrieve.rs, and `auto` is replaced
+        // by its plan's method before any kernel is recorded.
+        _ => Err(Error::Unsupported(format!("method {} is not recorded through encode_step", method.name()))),
     }
 }
