@@ -1,26 +1,7 @@
 // Linear feature map (Nonparametric paper, Prop. C.1): phi(x) = elu(x) + 1
 // elementwise, rank d, no beta. One thread per (row, coordinate).
 // Reference: cpu::feature::linear, feature::prf::linear_feature_map.
-// Keep in sync with `FeatureParams` in src/kernels/feature.rs (every
-// feature_*.wgsl declares this same struct; each uses the fields it needs).
-struct Params {
-    rows: u32,      // rows (memories or queries) in this dispatch
-    d: u32,         // input dimension
-    r: u32,         // rank: features per row
-    cols: u32,      // dv + 1: value columns plus the normaliser column
-    x0: u32,        // first input row of this dispatch, in the bound input
-    f0: u32,        // first feature (or first output row, feature_divide)
-    f1: u32,        // one past the last feature (feature_poly, feature_answer)
-    flag: u32,      // kernel-specific switch, see each kernel's header
-    parts: u32,     // memory parts in this round (feature_reduce, feature_merge)
-    part_rows: u32, // memories per part
-    round: u32,     // index of this round (feature_merge's running max slot)
-    scale: f32,     // sqrt(beta) (feature_prf)
-    groups_x: u32,  // workgroups along x; the thread is (x + y * groups_x) * 64 + local
-    dv: u32,        // value columns
-    _pad0: u32,
-    _pad1: u32,
-}
+// `Params`: shaders/shared/feature_params.wgsl, prepended by src/shaders.rs.
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -1,5 +1,7 @@
 //! The WGSL sources, compiled into the binary. One kernel per file in
 //! `shaders/`; each has a CPU reference of the same name in `src/cpu/`.
+//! Snippets in `shaders/shared/` are prepended where a family shares them
+//! (`concat!` below), so a shared struct has one copy.
 
 /// Every shader: (name, source). The naga validation test walks this list and
 /// the `shaders/` folder and fails if they disagree.
@@ -12,14 +14,38 @@ pub const ALL: &[(&str, &str)] = &[
     ("topk", include_str!("../shaders/topk.wgsl")),
     ("topk_merge", include_str!("../shaders/topk_merge.wgsl")),
     ("update", include_str!("../shaders/update.wgsl")),
-    ("feature_poly", include_str!("../shaders/feature_poly.wgsl")),
-    ("feature_linear", include_str!("../shaders/feature_linear.wgsl")),
-    ("feature_prf", include_str!("../shaders/feature_prf.wgsl")),
-    ("feature_rowmax", include_str!("../shaders/feature_rowmax.wgsl")),
-    ("feature_reduce", include_str!("../shaders/feature_reduce.wgsl")),
-    ("feature_merge", include_str!("../shaders/feature_merge.wgsl")),
-    ("feature_answer", include_str!("../shaders/feature_answer.wgsl")),
-    ("feature_divide", include_str!("../shaders/feature_divide.wgsl")),
+    (
+        "feature_poly",
+        concat!(include_str!("../shaders/shared/feature_params.wgsl"), include_str!("../shaders/feature_poly.wgsl")),
+    ),
+    (
+        "feature_linear",
+        concat!(include_str!("../shaders/shared/feature_params.wgsl"), include_str!("../shaders/feature_linear.wgsl")),
+    ),
+    (
+        "feature_prf",
+        concat!(include_str!("../shaders/shared/feature_params.wgsl"), include_str!("../shaders/feature_prf.wgsl")),
+    ),
+    (
+        "feature_rowmax",
+        concat!(include_str!("../shaders/shared/feature_params.wgsl"), include_str!("../shaders/feature_rowmax.wgsl")),
+    ),
+    (
+        "feature_reduce",
+        concat!(include_str!("../shaders/shared/feature_params.wgsl"), include_str!("../shaders/feature_reduce.wgsl")),
+    ),
+    (
+        "feature_merge",
+        concat!(include_str!("../shaders/shared/feature_params.wgsl"), include_str!("../shaders/feature_merge.wgsl")),
+    ),
+    (
+        "feature_answer",
+        concat!(include_str!("../shaders/shared/feature_params.wgsl"), include_str!("../shaders/feature_answer.wgsl")),
+    ),
+    (
+        "feature_divide",
+        concat!(include_str!("../shaders/shared/feature_params.wgsl"), include_str!("../shaders/feature_divide.wgsl")),
+    ),
     ("window", include_str!("../shaders/window.wgsl")),
 ];
 
