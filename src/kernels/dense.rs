@@ -220,15 +220,15 @@ pub(crate) fn encode_partial(
         );
         let group = bind_group(
             ctx,
-            &pipeline,
+            &pipeline.get_bind_group_layout(0),
             "dense",
             &[
-                entire(&params),
-                entire(queries),
-                seg.key_binding(d),
-                seg.value_binding(dv),
-                entire(&partials.o),
-                entire(&partials.stats),
+                (0, entire(&params)),
+                (1, entire(queries)),
+                (2, seg.key_binding(d)),
+                (3, seg.value_binding(dv)),
+                (4, entire(&partials.o)),
+                (5, entire(&partials.stats)),
             ],
         );
         pass.set_bind_group(0, &group, &[]);
@@ -272,9 +272,16 @@ pub(crate) fn encode_merge(
     );
     let group = bind_group(
         ctx,
-        &pipeline,
+        &pipeline.get_bind_group_layout(0),
         "dense_merge",
-        &[entire(&params), entire(&partials.o), entire(&partials.stats), entire(out), entire(info), entire(active)],
+        &[
+            (0, entire(&params)),
+            (1, entire(&partials.o)),
+            (2, entire(&partials.stats)),
+            (3, entire(out)),
+            (4, entire(info)),
+            (5, entire(active)),
+        ],
     );
     pass.set_pipeline(&pipeline);
     pass.set_bind_group(0, &group, &[]);
@@ -330,9 +337,16 @@ pub(crate) fn encode_naive(
         );
         let group = bind_group(
             ctx,
-            &pipeline,
+            &pipeline.get_bind_group_layout(0),
             "dense_naive",
-            &[entire(&params), entire(queries), seg.key_binding(d), seg.value_binding(dv), entire(out), entire(run)],
+            &[
+                (0, entire(&params)),
+                (1, entire(queries)),
+                (2, seg.key_binding(d)),
+                (3, seg.value_binding(dv)),
+                (4, entire(out)),
+                (5, entire(run)),
+            ],
         );
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(l.div_ceil(64) as u32, 1, 1);

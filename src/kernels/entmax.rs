@@ -7,7 +7,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::dense::MAX_GROUPS;
-use super::{entire, uniform, StepArgs};
+use super::{bind_group, entire, uniform, StepArgs};
 use crate::context::Context;
 use crate::error::{Error, Result};
 
@@ -122,31 +122,24 @@ pub(crate) fn encode(
             let units = lq * s.rows.div_ceil(64);
             let gx = units.min(MAX_GROUPS);
             let pbuf = uniform(ctx, &params(seg, 0, 0, false, gx));
-            let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("entmax score"),
-                layout: &score.get_bind_group_layout(0),
-                entries: &[
-                    wgpu::BindGroupEntry { binding: 0, resource: entire(&pbuf) },
-                    wgpu::BindGroupEntry { binding: 1, resource: entire(args.queries) },
-                    wgpu::BindGroupEntry { binding: 2, resource: s.key_binding(d) },
-                    wgpu::BindGroupEntry { binding: 4, resource: entire(&rows) },
-                ],
-            });
+            let group = bind_group(
+                ctx,
+                &score.get_bind_group_layout(0),
+                "entmax score",
+                &[(0, entire(&pbuf)), (1, entire(args.queries)), (2, s.key_binding(d)), (4, entire(&rows))],
+            );
             pass.set_bind_group(0, &group, &[]);
             pass.dispatch_workgroups(gx as u32, units.div_ceil(gx) as u32, 1);
         }
         let gx = lq.min(MAX_GROUPS);
         let gy = lq.div_ceil(gx) as u32;
         let pbuf = uniform(ctx, &params(0, 0, 0, false, gx));
-        let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("entmax threshold"),
-            layout: &threshold.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: entire(&pbuf) },
-                wgpu::BindGroupEntry { binding: 4, resource: entire(&rows) },
-                wgpu::BindGroupEntry { binding: 6, resource: entire(support) },
-            ],
-        });
+        let group = bind_group(
+            ctx,
+            &threshold.get_bind_group_layout(0),
+            "entmax threshold",
+            &[(0, entire(&pbuf)), (4, entire(&rows)), (6, entire(support))],
+        );
         pass.set_pipeline(&threshold);
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(gx as u32, gy, 1);
@@ -158,16 +151,12 @@ pub(crate) fn encode(
                 let r1 = (r0 + run_rows).min(s.rows);
                 let pbuf = uniform(ctx, &params(seg, r0, r1, first, gx));
                 first = false;
-                let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("entmax weighted"),
-                    layout: &weighted.get_bind_group_layout(0),
-                    entries: &[
-                        wgpu::BindGroupEntry { binding: 0, resource: entire(&pbuf) },
-                        wgpu::BindGroupEntry { binding: 3, resource: s.value_binding(dv) },
-                        wgpu::BindGroupEntry { binding: 4, resource: entire(&rows) },
-                        wgpu::BindGroupEntry { binding: 5, resource: entire(args.z) },
-                    ],
-                });
+                let group = bind_group(
+                    ctx,
+                    &weighted.get_bind_group_layout(0),
+                    "entmax weighted",
+                    &[(0, entire(&pbuf)), (3, s.value_binding(dv)), (4, entire(&rows)), (5, entire(args.z))],
+                );
                 pass.set_bind_group(0, &group, &[]);
                 pass.dispatch_workgroups(gx as u32, gy, 1);
             }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use bytemuck::{Pod, Zeroable};
 
 use super::dense::MAX_GROUPS;
-use super::{entire, uniform, StepArgs};
+use super::{bind_group, entire, uniform, StepArgs};
 use crate::bank::MemoryBank;
 use crate::context::Context;
 use crate::error::{Error, Result};
@@ -166,15 +166,9 @@ fn dispatch(
     let (gx, gy) = threads(n);
     params.groups_x = gx;
     let params = uniform(ctx, &params);
-    let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: entire(&params) }];
-    entries.extend(
-        bindings.iter().enumerate().map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.clone() }),
-    );
-    let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some(shader),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &entries,
-    });
+    let mut entries = vec![(0, entire(&params))];
+    entries.extend(bindings.iter().enumerate().map(|(i, b)| (i as u32 + 1, b.clone())));
+    let group = bind_group(ctx, &pipeline.get_bind_group_layout(0), shader, &entries);
     pass.set_pipeline(&pipeline);
     pass.set_bind_group(0, &group, &[]);
     pass.dispatch_workgroups(gx, gy, 1);

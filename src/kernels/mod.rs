@@ -31,24 +31,16 @@ pub(crate) fn uniform<T: Pod>(ctx: &Context, value: &T) -> wgpu::Buffer {
     })
 }
 
-/// A bind group for group 0 of `pipeline`, binding `resources` in order
-/// (binding i gets `resources[i]`, as every shader here numbers them).
+/// A bind group with the given (binding number, resource) pairs.
 pub(crate) fn bind_group(
     ctx: &Context,
-    pipeline: &wgpu::ComputePipeline,
+    layout: &wgpu::BindGroupLayout,
     label: &str,
-    resources: &[wgpu::BindingResource<'_>],
+    resources: &[(u32, wgpu::BindingResource<'_>)],
 ) -> wgpu::BindGroup {
-    let entries: Vec<_> = resources
-        .iter()
-        .enumerate()
-        .map(|(i, r)| wgpu::BindGroupEntry { binding: i as u32, resource: r.clone() })
-        .collect();
-    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some(label),
-        layout: &pipeline.get_bind_group_layout(0),
-        entries: &entries,
-    })
+    let entries: Vec<_> =
+        resources.iter().map(|(binding, r)| wgpu::BindGroupEntry { binding: *binding, resource: r.clone() }).collect();
+    ctx.device.create_bind_group(&wgpu::BindGroupDescriptor { label: Some(label), layout, entries: &entries })
 }
 
 /// A whole buffer as a binding.

@@ -11,7 +11,7 @@
 use bytemuck::{Pod, Zeroable};
 
 use super::dense::{self, MergeMode, Partials, SplitPlan, MAX_GROUPS};
-use super::{entire, uniform, StepArgs};
+use super::{bind_group, entire, uniform, StepArgs};
 use crate::context::Context;
 use crate::error::{Error, Result};
 
@@ -237,20 +237,12 @@ pub(crate) fn encode(
                         _pad: [0; 2],
                     },
                 );
-                let mut entries = vec![
-                    wgpu::BindGroupEntry { binding: 0, resource: entire(&params) },
-                    wgpu::BindGroupEntry { binding: 3, resource: entire(&pivots) },
-                    wgpu::BindGroupEntry { binding: 4, resource: entire(&part) },
-                ];
+                let mut entries = vec![(0, entire(&params)), (3, entire(&pivots)), (4, entire(&part))];
                 if with_keys {
-                    entries.push(wgpu::BindGroupEntry { binding: 1, resource: entire(args.queries) });
-                    entries.push(wgpu::BindGroupEntry { binding: 2, resource: seg.key_binding(d) });
+                    entries.push((1, entire(args.queries)));
+                    entries.push((2, seg.key_binding(d)));
                 }
-                let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("topk"),
-                    layout: &select_layout,
-                    entries: &entries,
-                });
+                let group = bind_group(ctx, &select_layout, "topk", &entries);
                 pass.set_pipeline(&select_pipeline);
                 pass.set_bind_group(0, &group, &[]);
                 pass.dispatch_workgroups(ls.div_ceil(BQ) as u32, count as u32, 1);
@@ -279,20 +271,21 @@ pub(crate) fn encode(
                         seg_rows: seg.rows as u32,
                     },
                 );
-                let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("topk_merge"),
-                    layout: &merge_layout,
-                    entries: &[
-                        wgpu::BindGroupEntry { binding: 0, resource: entire(&params) },
-                        wgpu::BindGroupEntry { binding: 1, resource: entire(&part) },
-                        wgpu::BindGroupEntry { binding: 2, resource: entire(&pivots) },
-                        wgpu::BindGroupEntry { binding: 3, resource: entire(args.queries) },
-                        wgpu::BindGroupEntry { binding: 4, resource: seg.key_binding(d) },
-                        wgpu::BindGroupEntry { binding: 5, resource: seg.value_binding(dv) },
-                        wgpu::BindGroupEntry { binding: 6, resource: entire(args.z) },
-                        wgpu::BindGroupEntry { binding: 7, resource: entire(sup_binding) },
+                let group = bind_group(
+                    ctx,
+                    &merge_layout,
+                    "topk_merge",
+                    &[
+                        (0, entire(&params)),
+                        (1, entire(&part)),
+                        (2, entire(&pivots)),
+                        (3, entire(args.queries)),
+                        (4, seg.key_binding(d)),
+                        (5, seg.value_binding(dv)),
+                        (6, entire(args.z)),
+                        (7, entire(sup_binding)),
                     ],
-                });
+                );
                 pass.set_pipeline(&merge_pipeline);
                 pass.set_bind_group(0, &group, &[]);
                 pass.dispatch_workgroups(groups_x as u32, ls.div_ceil(groups_x) as u32, 1);
@@ -308,15 +301,12 @@ pub(crate) fn encode(
             ctx,
             &SelectMergeParams { l: l as u32, width: width as u32, groups_x: groups_x as u32, ..Zeroable::zeroed() },
         );
-        let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("topk_rank"),
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: entire(&params) },
-                wgpu::BindGroupEntry { binding: 7, resource: entire(support) },
-                wgpu::BindGroupEntry { binding: 8, resource: entire(order) },
-            ],
-        });
+        let group = bind_group(
+            ctx,
+            &pipeline.get_bind_group_layout(0),
+            "topk_rank",
+            &[(0, entire(&params)), (7, entire(support)), (8, entire(order))],
+        );
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(groups_x as u32, items.div_ceil(groups_x) as u32, 1);

@@ -36,9 +36,9 @@ pub(crate) fn encode(
     let params = uniform(ctx, &UpdateParams { l: l as u32, d: d as u32, eps, groups_x: groups_x as u32 });
     let group = bind_group(
         ctx,
-        &pipeline,
+        &pipeline.get_bind_group_layout(0),
         "update",
-        &[entire(&params), entire(z), entire(state), entire(info), entire(moving)],
+        &[(0, entire(&params)), (1, entire(z)), (2, entire(state)), (3, entire(info)), (4, entire(moving))],
     );
     pass.set_pipeline(&pipeline);
     pass.set_bind_group(0, &group, &[]);

@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
 use super::dense::MAX_GROUPS;
-use super::{entire, uniform, StepArgs};
+use super::{bind_group, entire, uniform, StepArgs};
 use crate::context::Context;
 use crate::error::{Error, Result};
 
@@ -163,35 +163,37 @@ pub(crate) fn encode(
         for seg in s_first..=s_last {
             let s = &bank.segments[seg];
             let pbuf = uniform(ctx, &params(seg));
-            let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("window part"),
-                layout: &part.get_bind_group_layout(0),
-                entries: &[
-                    wgpu::BindGroupEntry { binding: 0, resource: entire(&pbuf) },
-                    wgpu::BindGroupEntry { binding: 1, resource: entire(args.queries) },
-                    wgpu::BindGroupEntry { binding: 2, resource: entire(&win) },
-                    wgpu::BindGroupEntry { binding: 3, resource: s.key_binding(d) },
-                    wgpu::BindGroupEntry { binding: 4, resource: s.value_binding(dv) },
-                    wgpu::BindGroupEntry { binding: 5, resource: entire(&part_o) },
-                    wgpu::BindGroupEntry { binding: 6, resource: entire(&part_stats) },
+            let group = bind_group(
+                ctx,
+                &part.get_bind_group_layout(0),
+                "window part",
+                &[
+                    (0, entire(&pbuf)),
+                    (1, entire(args.queries)),
+                    (2, entire(&win)),
+                    (3, s.key_binding(d)),
+                    (4, s.value_binding(dv)),
+                    (5, entire(&part_o)),
+                    (6, entire(&part_stats)),
                 ],
-            });
+            );
             pass.set_bind_group(0, &group, &[]);
             pass.dispatch_workgroups(groups_x as u32, groups_y as u32, n_chunks as u32);
         }
         let pbuf = uniform(ctx, &params(s_first));
-        let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("window merge"),
-            layout: &merge.get_bind_group_layout(0),
-            entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: entire(&pbuf) },
-                wgpu::BindGroupEntry { binding: 2, resource: entire(&win) },
-                wgpu::BindGroupEntry { binding: 5, resource: entire(&part_o) },
-                wgpu::BindGroupEntry { binding: 6, resource: entire(&part_stats) },
-                wgpu::BindGroupEntry { binding: 7, resource: entire(args.z) },
-                wgpu::BindGroupEntry { binding: 8, resource: entire(support) },
+        let group = bind_group(
+            ctx,
+            &merge.get_bind_group_layout(0),
+            "window merge",
+            &[
+                (0, entire(&pbuf)),
+                (2, entire(&win)),
+                (5, entire(&part_o)),
+                (6, entire(&part_stats)),
+                (7, entire(args.z)),
+                (8, entire(support)),
             ],
-        });
+        );
         pass.set_pipeline(&merge);
         pass.set_bind_group(0, &group, &[]);
         pass.dispatch_workgroups(groups_x as u32, groups_y as u32, 1);
