@@ -419,10 +419,9 @@ impl Context {
             let _ = tx.send(r);
         });
         self.wait()?;
-        let mapped = pollster::block_on(rx.receive())
+        pollster::block_on(rx.receive())
             .ok_or_else(|| Error::Gpu("buffer map callback was dropped".into()))?
             .map_err(|e| Error::Gpu(format!("mapping the readback buffer failed: {e}")))?;
-        let _ = mapped;
         let data = staging
             .get_mapped_range(0..size)
             .map_err(|e| Error::Gpu(format!("reading the mapped buffer failed: {e}")))?

@@ -243,7 +243,7 @@ impl Context {
         if queries.is_empty() {
             return Err(Error::Empty { what: "queries" });
         }
-        if queries.len() % d != 0 {
+        if !queries.len().is_multiple_of(d) {
             return Err(Error::ShapeMismatch {
                 what: "queries must have the memories' dimension d (length not a multiple of d)".into(),
                 expected: d,
@@ -332,6 +332,10 @@ impl Context {
         Ok(out)
     }
 
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one batch's inputs, outputs and plan; a struct would only rename them"
+    )]
     fn retrieve_batch(
         &self,
         bank: &MemoryBank,

@@ -41,7 +41,7 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) -> String {
 /// A minimal .npy v1.0 file with the given header dict and payload.
 fn npy_bytes(dict: &str, payload: &[u8]) -> Vec<u8> {
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
