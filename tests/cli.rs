@@ -105,6 +105,18 @@ fn bad_files_and_flags_are_reported_without_a_device() {
         &["steps"],
     );
     assert_fails_with(&bin().args(["bench", "--d", "0"]).output().unwrap(), &["--d"]);
+    let sparse = |extra: &[&str]| {
+        let mut args = vec!["--memories", good, "--queries", good, "--beta", "1", "--out", out];
+        args.extend_from_slice(extra);
+        retrieve(&args)
+    };
+    assert_fails_with(&sparse(&["--method", "random", "--k", "3", "--seed", "-3"]), &["--seed", "-3"]);
+    assert_fails_with(&sparse(&["--method", "random", "--k", "3", "--seed", "x"]), &["--seed"]);
+    assert_fails_with(&sparse(&["--method", "topk"]), &["--k", "required"]);
+    assert_fails_with(&sparse(&["--method", "topk", "--k", "0"]), &["k"]);
+    assert_fails_with(&sparse(&["--method", "window", "--window", "0"]), &["window"]);
+    assert_fails_with(&sparse(&["--method", "dense", "--support-out", out]), &["--support-out"]);
+    assert_fails_with(&sparse(&["--method", "dense", "--seed", "1"]), &["--seed", "random"]);
     assert!(!Path::new(out).exists(), "no output is written on failure");
 }
 

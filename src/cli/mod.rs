@@ -65,8 +65,10 @@ pub struct MethodFlags {
     /// Memories kept per query (topk, random).
     #[arg(long, value_name = "K")]
     k: Option<usize>,
-    /// Seed of the random mask (random); default 0.
-    #[arg(long, value_name = "S")]
+    /// Seed of the random mask (random) or of the random features (prf); default 0.
+    // Negative numbers are taken as values so that `--seed -3` is refused
+    // as an invalid seed, naming the flag, rather than as an unknown flag.
+    #[arg(long, value_name = "S", allow_negative_numbers = true)]
     seed: Option<u64>,
     /// Window width (window); default ceil(sqrt(M)).
     #[arg(long, value_name = "W")]
