@@ -58,18 +58,7 @@ def torch_sdpa(d, m, l, repeats, beta):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     f = lambda: torch.nn.functional.scaled_dot_product_attention(x, xi, xi, scale=beta)
-    for _ in range(3):
-        f()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        f()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times), torch.cuda.get_device_name()
+    return time_cuda(f, repeats), torch.cuda.get_device_name()
 
 
 def time_cuda(f, repeats):

@@ -160,15 +160,23 @@ impl SplitPlan {
         // One dispatch dimension holds a segment's splits.
         let largest = bank.segments.iter().map(|s| s.rows).max().unwrap_or(1);
         split_rows = split_rows.max(largest.div_ceil(MAX_GROUPS).div_ceil(BM) * BM);
-        let mut per_segment = Vec::with_capacity(bank.segments.len());
-        let mut n = 0;
-        for seg in &bank.segments {
-            let count = seg.rows.div_ceil(split_rows);
-            per_segment.push((n, count));
-            n += count;
-        }
-        SplitPlan { split_rows, per_segment, n_splits: n, decode }
+        let (per_segment, n_splits) = splits_per_segment(bank, split_rows);
+        SplitPlan { split_rows, per_segment, n_splits, decode }
     }
+}
+
+/// Cut each segment into splits of `split_rows` memories (splits never
+/// straddle a segment): (index of its first split, number of splits) per
+/// segment, and the splits in all.
+pub(crate) fn splits_per_segment(bank: &MemoryBank, split_rows: usize) -> (Vec<(usize, usize)>, usize) {
+    let mut per_segment = Vec::with_capacity(bank.segments.len());
+    let mut n = 0;
+    for seg in &bank.segments {
+        let count = seg.rows.div_ceil(split_rows);
+        per_segment.push((n, count));
+        n += count;
+    }
+    (per_segment, n)
 }
 
 /// Scratch that one batch of queries needs.

@@ -142,14 +142,7 @@ pub(crate) fn encode(
     }
     let take_max = k_eff.min(KF);
     let rows = split_rows(ctx, m, d, l, sel, take_max)?;
-    // Splits never straddle a segment: (first split, count) per segment.
-    let mut per_segment = Vec::with_capacity(bank.segments.len());
-    let mut n_splits = 0;
-    for seg in &bank.segments {
-        let count = seg.rows.div_ceil(rows);
-        per_segment.push((n_splits, count));
-        n_splits += count;
-    }
+    let (per_segment, n_splits) = dense::splits_per_segment(bank, rows);
     if n_splits > MAX_SPLITS {
         return Err(Error::DeviceLimit(format!(
             "top-K/random selection over {m} memories needs {n_splits} splits (at most {MAX_SPLITS})"
