@@ -35,16 +35,19 @@ struct Params {
     _pad1: u32,
 }
 
-const BQ: u32 = 16u;   // queries per workgroup (4 groups of 4)
-const BM: u32 = 64u;   // memories per tile (16 lanes x 4)
-const DK: u32 = 64u;   // dimensions staged per barrier
-const DVB: u32 = 64u;  // output columns per workgroup (16 lanes x 4)
-// Row stride of the staged keys. 65, not 64: load_keys writes a column of
-// the transposed tile per thread, and a stride of 64 words would put all 32
+// Tile shape, set by the host at pipeline creation (`dense::Tile` in
+// src/kernels/dense.rs is the one place it is written). The thread layout
+// below (64 threads = 4 groups of 4 queries x 16 lanes of 4 memories or
+// columns) is written for BQ = 16, BM = DVB = 64; DK is free.
+override BQ: u32;   // queries per workgroup
+override BM: u32;   // memories per tile
+override DK: u32;   // dimensions staged per barrier
+override DVB: u32;  // output columns per workgroup
+// Row stride of the staged keys. BM + 1: load_keys writes a column of the
+// transposed tile per thread, and a stride of 64 words would put all 32
 // threads of a GPU warp on one memory bank.
-const KS: u32 = 65u;
-// Below every score the host admits: it validates beta |x| |xi| < 1e30.
-const NEG: f32 = -3.0e38;
+override KS: u32 = BM + 1u;
+// #include shared/online_softmax.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> queries: array<f32>;
@@ -54,13 +57,14 @@ const NEG: f32 = -3.0e38;
 @group(0) @binding(5) var<storage, read_write> part_stats: array<vec4<f32>>;
 
 // qs[k * 4 + g] = dimension k of the queries 4g .. 4g + 3 of the block.
-var<workgroup> qs: array<vec4<f32>, 256>;
-// Keys of the tile, transposed: kv[k * KS + j]; then its values: kv[j * DVB + c].
-var<workgroup> kv: array<f32, 4160>;
+var<workgroup> qs: array<vec4<f32>, DK * BQ / 4u>;
+// Keys of the tile, transposed: kv[k * KS + j]; then its values:
+// kv[j * DVB + c] (BM DVB <= DK KS for the shape above).
+var<workgroup> kv: array<f32, DK * KS>;
 // ps[j * 4 + g]: scores, then exp(s - max), of memory j for query group g.
-var<workgroup> ps: array<vec4<f32>, 256>;
+var<workgroup> ps: array<vec4<f32>, BM * BQ / 4u>;
 // Factor exp(old max - new max) by which each query's accumulator is rescaled.
-var<workgroup> alpha: array<vec4<f32>, 4>;
+var<workgroup> alpha: array<vec4<f32>, BQ / 4u>;
 
 fn load_queries(t: u32, q0: u32, k0: u32, kmax: u32) {
     // 16 queries x kmax dims (zero beyond d); consecutive threads read
@@ -140,9 +144,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
     let split = p.split0 + wg.y;
 
     // Running statistics of query t (threads 0..15 only).
-    var run_max = NEG;
-    var run_sum = 0.0;
-    var run_arg = 0u;
+    var run = online_new();
     // Output accumulators: o_c holds column tm + 16 c of the current column
     // block for the 4 queries of group tq.
     var o0 = vec4<f32>(0.0);
@@ -197,20 +199,14 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
                     tile_arg = j;
                 }
             }
-            let new_max = max(run_max, tile_max);
-            if (tile_max > run_max) {
-                run_arg = m0 + tile_arg;
-            }
-            let a = exp(run_max - new_max);
+            let new_max = online_max(&run, tile_max, m0 + tile_arg);
             var sum = 0.0;
             for (var j = 0u; j < jmax; j++) {
                 let e = exp(ps[j * 4u + g][c] - new_max);
                 ps[j * 4u + g][c] = e;
                 sum += e;
             }
-            run_sum = run_sum * a + sum;
-            run_max = new_max;
-            alpha[g][c] = a;
+            alpha[g][c] = online_add(&run, new_max, sum);
         }
         workgroupBarrier();
 
@@ -280,6 +276,6 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
 
     if (t < BQ && q0 + t < p.l) {
         part_stats[(q0 + t) * p.n_splits + split] =
-            vec4<f32>(run_max, run_sum, bitcast<f32>(p.seg_row0 + run_arg), 0.0);
+            vec4<f32>(run.max, run.sum, bitcast<f32>(p.seg_row0 + run.arg), 0.0);
     }
 }

@@ -31,10 +31,12 @@ struct Params {
     _pad1: u32,
 }
 
-const BM: u32 = 64u;   // memories per tile, one per thread
-const DK: u32 = 64u;   // dimensions staged per barrier
-const KS: u32 = 65u;   // row stride of the staged keys
-const NEG: f32 = -3.0e38;
+// Tile shape, set by the host (`dense::Tile`, as dense.wgsl). One thread per
+// memory of the tile, so BM = 64 (the workgroup size); DK is free.
+override BM: u32;              // memories per tile
+override DK: u32;              // dimensions staged per barrier
+override KS: u32 = BM + 1u;    // row stride of the staged keys
+// #include shared/online_softmax.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> queries: array<f32>;
@@ -43,9 +45,9 @@ const NEG: f32 = -3.0e38;
 @group(0) @binding(4) var<storage, read_write> part_o: array<f32>;
 @group(0) @binding(5) var<storage, read_write> part_stats: array<vec4<f32>>;
 
-var<workgroup> xq: array<f32, 64>;     // the chunk of the query
-var<workgroup> kv: array<f32, 4160>;   // keys of the tile, kv[k * KS + j]
-var<workgroup> w: array<f32, 64>;      // scores, then exp(s - max)
+var<workgroup> xq: array<f32, DK>;       // the chunk of the query
+var<workgroup> kv: array<f32, DK * KS>;  // keys of the tile, kv[k * KS + j]
+var<workgroup> w: array<f32, BM>;        // scores, then exp(s - max)
 var<workgroup> alpha: f32;             // rescale of the accumulators for this tile
 
 @compute @workgroup_size(64)
@@ -58,9 +60,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
     let split = p.split0 + wg.y;
     let out_row = (q * p.n_splits + split) * p.dv;
 
-    var run_max = NEG; // thread 0's running statistics
-    var run_sum = 0.0;
-    var run_arg = 0u;
+    var run = online_new(); // thread 0's running statistics
     var o = 0.0;       // column t while dv <= 64
 
     for (var m0 = m_begin; m0 < m_end; m0 += BM) {
@@ -99,20 +99,14 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
                     tile_arg = j;
                 }
             }
-            let new_max = max(run_max, tile_max);
-            if (tile_max > run_max) {
-                run_arg = m0 + tile_arg;
-            }
-            let a = exp(run_max - new_max);
+            let new_max = online_max(&run, tile_max, m0 + tile_arg);
             var sum = 0.0;
             for (var j = 0u; j < jmax; j++) {
                 let e = exp(w[j] - new_max);
                 w[j] = e;
                 sum += e;
             }
-            run_sum = run_sum * a + sum;
-            run_max = new_max;
-            alpha = a;
+            alpha = online_add(&run, new_max, sum);
         }
         workgroupBarrier();
 
@@ -139,6 +133,6 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
         }
     }
     if (t == 0u) {
-        part_stats[q * p.n_splits + split] = vec4<f32>(run_max, run_sum, bitcast<f32>(p.seg_row0 + run_arg), 0.0);
+        part_stats[q * p.n_splits + split] = vec4<f32>(run.max, run.sum, bitcast<f32>(p.seg_row0 + run.arg), 0.0);
     }
 }

@@ -23,17 +23,7 @@ struct Params {
     _pad: u32,
 }
 
-// Keep in sync with `QueryInfo` in src/kernels/dense.rs.
-struct QueryInfo {
-    lse: f32,       // log sum exp of the scores of the state the last pass saw
-    energy: f32,    // E of that state (mode 2: of the final state)
-    argmax: u32,    // memory with the largest score (lowest index on ties)
-    steps: u32,     // updates applied
-    converged: u32, // 1 once an update moved the state by at most eps
-    delta: f32,     // max-norm change of the last update
-    _pad0: u32,
-    _pad1: u32,
-}
+// #include shared/query_info.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> part_o: array<f32>;

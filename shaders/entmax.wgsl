@@ -57,8 +57,9 @@ struct Params {
     _pad1: u32,
 }
 
-const NEG: f32 = -3.0e38;
-const MAX_IT: u32 = 64u;
+// #include shared/neg.wgsl
+// Bisection steps at most, set by the host (`entmax::MAX_IT`).
+override MAX_IT: u32;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> queries: array<f32>;

@@ -8,7 +8,7 @@
 // One thread per (query, group of 4 columns): each feature value is loaded
 // once per 4 columns (llvmpipe pays per loop iteration and per load).
 // feature_divide then normalises each query by its own sum.
-// `Params`: shaders/shared/feature_params.wgsl, prepended by src/shaders.rs.
+// #include shared/feature_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> feat: array<f32>;

@@ -3,7 +3,7 @@
 // paper's Algorithm 1 writes the normaliser as diag(U1 (U2^T 1)); that is a
 // typo (SEMANTICS.md, "Kernel (feature-map) retrieval"): each query (column
 // of the paper's Z) is normalised by its own sum, as computed here. Output rows start at f0 (this query sub-batch's offset).
-// `Params`: shaders/shared/feature_params.wgsl, prepended by src/shaders.rs.
+// #include shared/feature_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> num: array<f32>;

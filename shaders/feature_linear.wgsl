@@ -1,7 +1,7 @@
 // Linear feature map (Nonparametric paper, Prop. C.1): phi(x) = elu(x) + 1
 // elementwise, rank d, no beta. One thread per (row, coordinate).
 // Reference: cpu::feature::linear, feature::prf::linear_feature_map.
-// `Params`: shaders/shared/feature_params.wgsl, prepended by src/shaders.rs.
+// #include shared/feature_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -8,7 +8,7 @@
 // one constant for the whole bank, which cancels in z.
 // flag bit 1: first round (no earlier state to add).
 // Loop iterations per thread: 2 parts.
-// `Params`: shaders/shared/feature_params.wgsl, prepended by src/shaders.rs.
+// #include shared/feature_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> partial: array<f32>;

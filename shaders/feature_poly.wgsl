@@ -11,7 +11,7 @@
 // key side once per partial sum (feature_reduce), on the query side per
 // term with the sign of c_k (feature_answer).
 // Reference: cpu::feature::poly (the kernel form) and feature::poly::feature_map.
-// `Params`: shaders/shared/feature_params.wgsl, prepended by src/shaders.rs.
+// #include shared/feature_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

@@ -7,7 +7,7 @@
 // phi is a constant on both sides and cancels too, so it is left out.
 // One thread per (row, feature); its two loops run d iterations each.
 // Reference: cpu::feature::prf.
-// `Params`: shaders/shared/feature_params.wgsl, prepended by src/shaders.rs.
+// #include shared/feature_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;

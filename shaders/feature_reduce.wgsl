@@ -10,7 +10,7 @@
 // one constant for the whole bank (one constant cancels in the ratio; a
 // per-memory one would reweight the memories).
 // Loop iterations per thread: part_rows (2 part_rows with flag == 1).
-// `Params`: shaders/shared/feature_params.wgsl, prepended by src/shaders.rs.
+// #include shared/feature_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> feat: array<f32>;

@@ -5,7 +5,7 @@
 // flag == 0 (memories): only the maxima, which feature_reduce uses.
 // One thread per row; 2 r loop iterations (the host keeps r within
 // llvmpipe's loop budget).
-// `Params`: shaders/shared/feature_params.wgsl, prepended by src/shaders.rs.
+// #include shared/feature_params.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> feat: array<f32>;

@@ -6,7 +6,7 @@
 //   - top-K (`score_select`): rank = order-preserving bits of beta <x, xi>
 //     (-0 and +0 rank equal, as in the reference);
 //   - random (`hash_select`): rank = ~random_rank_key(seed, l, mu), the
-//     u32-only hash of src/cpu/sparse.rs ported bit for bit below; only the
+//     u32-only hash of src/method.rs ported bit for bit below; only the
 //     hash is computed here, the selected memories are scored in pass 2.
 // Workgroup = (block of 16 queries, split). Scoring reuses dense.wgsl's tile:
 // 64 memories per tile, keys staged 64 dims at a time, each thread a 4 x 4
@@ -26,10 +26,10 @@
 // order, so each round yields the next 64 of the ranking. A round costs one
 // more scoring sweep; that is the slower path for large K.
 //
-// Reference: src/cpu/sparse.rs (top_k_support, random_support,
-// random_rank_key). Host side: src/kernels/select.rs.
+// Reference: src/cpu/topk.rs (top_k_support, random_support) and
+// src/method.rs (random_rank_key). Host side: src/kernels/topk.rs.
 
-// Keep in sync with `SelectParams` in src/kernels/select.rs.
+// Keep in sync with `SelectParams` in src/kernels/topk.rs.
 struct Params {
     l: u32,          // queries in this sub-batch
     d: u32,          // pattern dimension
@@ -49,10 +49,14 @@ struct Params {
     _pad1: u32,
 }
 
-const BQ: u32 = 16u;  // queries per workgroup
-const BM: u32 = 64u;  // memories per tile
-const DK: u32 = 64u;  // dimensions staged per barrier
-const KF: u32 = 64u;  // longest list per query and round
+// Tile shape and list length, set by the host (`topk::Shape` in
+// src/kernels/topk.rs). The thread layout (64 threads = 4 groups of 4
+// queries x 16 lanes of 4 memories; one thread per query offers) is written
+// for BQ = 16, BM = 64; DK is free; KF <= 64 (the merge's reduction width).
+override BQ: u32;  // queries per workgroup
+override BM: u32;  // memories per tile
+override DK: u32;  // dimensions staged per barrier
+override KF: u32;  // longest list per query and round
 const EMPTY: u32 = 0xffffffffu; // index of a padding entry (rank 0): loses to every memory
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -65,12 +69,12 @@ const EMPTY: u32 = 0xffffffffu; // index of a padding entry (rank 0): loses to e
 @group(0) @binding(4) var<storage, read_write> part: array<vec2<u32>>;
 
 // qs[k * 4 + g] = dimension k of queries 4g .. 4g + 3 of the block.
-var<workgroup> qs: array<vec4<f32>, 256>;
+var<workgroup> qs: array<vec4<f32>, DK * BQ / 4u>;
 // Keys of the tile as f32 bits, transposed (kv[k * BM + j]); after scoring,
-// the ranks of the tile: kv[j * BQ + query].
-var<workgroup> kv: array<u32, 4096>;
+// the ranks of the tile: kv[j * BQ + query] (BM BQ <= DK BM for DK >= BQ).
+var<workgroup> kv: array<u32, DK * BM>;
 // lists[t * KF ..]: query t's heap of its best candidates (root: the worst).
-var<workgroup> lists: array<vec2<u32>, 1024>;
+var<workgroup> lists: array<vec2<u32>, BQ * KF>;
 
 // Order-preserving map of an f32 score to u32 (larger score, larger rank).
 fn rank_of(s: f32) -> u32 {
@@ -84,7 +88,7 @@ fn better(a: vec2<u32>, b: vec2<u32>) -> bool {
 }
 
 // Chris Wellons' lowbias32, lane-wise; keep in sync with
-// `lowbias32` in src/cpu/sparse.rs (u32 multiplications wrap).
+// `lowbias32` in src/method.rs (u32 multiplications wrap).
 fn lowbias4(x0: vec4<u32>) -> vec4<u32> {
     var x = x0;
     x ^= x >> vec4<u32>(16u);
@@ -96,7 +100,7 @@ fn lowbias4(x0: vec4<u32>) -> vec4<u32> {
 }
 
 fn load_queries(t: u32, q0: u32, k0: u32) {
-    for (var i = 0u; i < 16u; i++) {
+    for (var i = 0u; i < BQ * DK / 64u; i++) {
         let e = t + 64u * i;
         let qi = e / DK;
         let k = e % DK;
@@ -109,7 +113,7 @@ fn load_queries(t: u32, q0: u32, k0: u32) {
 }
 
 fn load_keys(t: u32, m0: u32, m_end: u32, k0: u32) {
-    for (var i = 0u; i < 64u; i++) {
+    for (var i = 0u; i < BM * DK / 64u; i++) {
         let e = t + 64u * i;
         let j = e / DK;
         let k = e % DK;

@@ -20,9 +20,9 @@
 // `rank`: one thread per support entry; its position in ascending index
 // order is the number of entries with a smaller index (indices are unique).
 //
-// Reference: src/cpu/sparse.rs. Host side: src/kernels/select.rs.
+// Reference: src/cpu/topk.rs. Host side: src/kernels/topk.rs.
 
-// Keep in sync with `SelectMergeParams` in src/kernels/select.rs.
+// Keep in sync with `SelectMergeParams` in src/kernels/topk.rs.
 struct Params {
     l: u32,        // queries in this sub-batch (rank: in the whole step)
     d: u32,
@@ -43,9 +43,9 @@ struct Params {
 }
 
 const EMPTY: u32 = 0xffffffffu;
-const MAX_SPLITS: u32 = 4096u;
-// Below every score the host admits (it validates beta |x| |xi| < 1e30).
-const NEG: f32 = -3.0e38;
+// Most splits the merge can track, set by the host (`topk::Shape`).
+override MAX_SPLITS: u32;
+// #include shared/neg.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> part: array<vec2<u32>>;

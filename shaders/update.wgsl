@@ -3,7 +3,7 @@
 // z unless the query already converged, record steps, the max-norm change and
 // convergence, and count the queries still moving. The dense path does the
 // same inside dense_merge.wgsl. One workgroup per query.
-// Reference: cpu::dense::dynamics.
+// Reference: src/cpu/update.rs. Host side: src/kernels/update.rs.
 
 // Keep in sync with `UpdateParams` in src/kernels/update.rs.
 struct Params {
@@ -13,17 +13,7 @@ struct Params {
     groups_x: u32, // workgroups along x; the query is x + y * groups_x
 }
 
-// Keep in sync with `QueryInfo` in src/kernels/dense.rs (same buffer).
-struct QueryInfo {
-    lse: f32,
-    energy: f32,
-    argmax: u32,
-    steps: u32,
-    converged: u32,
-    delta: f32,
-    _pad0: u32,
-    _pad1: u32,
-}
+// #include shared/query_info.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> z: array<f32>;
@@ -68,5 +58,17 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
         } else {
             atomicAdd(&moving, 1u);
         }
+    }
+}
+
+// `energies`: one thread per query copies info[q].energy to energies[q], the
+// contiguous [L] f32 layout `Context::encode_retrieve` hands its caller.
+@group(0) @binding(5) var<storage, read_write> energies: array<f32>;
+
+@compute @workgroup_size(64)
+fn export_energies(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let q = (wg.x + wg.y * p.groups_x) * 64u + t;
+    if (q < p.l) {
+        energies[q] = info[q].energy;
     }
 }

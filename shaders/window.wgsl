@@ -4,7 +4,7 @@
 // weight exactly 0, and only the window's memories are read: O(L W d).
 //
 // The host computes each query's window exactly (u64/u128 centre
-// floor(l M / L), see cpu::sparse::window_range) and uploads it with the
+// floor(l M / L), see method::window_range) and uploads it with the
 // indices of the first and last memory segment it touches: l M overflows u32.
 //
 // Two entry points, as the dense split-merge:
@@ -20,7 +20,7 @@
 // Chunks keep every invocation inside llvmpipe's loop limiter (the host sizes
 // `chunk` from Context::loop_budget).
 //
-// Reference: src/cpu/sparse.rs (window_range, sparse). Host: src/kernels/window.rs.
+// Reference: src/cpu/window.rs. Host: src/kernels/window.rs.
 
 // Keep in sync with `WindowParams` in src/kernels/window.rs.
 struct Params {
@@ -42,9 +42,9 @@ struct Params {
     _pad2: u32,
 }
 
-const CH_MAX: u32 = 2048u;
-// Below every score the host admits (it validates beta |x| |xi| < 1e30).
-const NEG: f32 = -3.0e38;
+// Window positions per workgroup at most, set by the host (`window::CH_MAX`).
+override CH_MAX: u32;
+// #include shared/neg.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> queries: array<f32>;
@@ -58,7 +58,7 @@ const NEG: f32 = -3.0e38;
 @group(0) @binding(8) var<storage, read_write> support: array<i32>;
 
 // Scores, then exp(s - max), of the chunk's memories.
-var<workgroup> sc: array<f32, 2048>;
+var<workgroup> sc: array<f32, CH_MAX>;
 var<workgroup> red: array<f32, 64>;
 var<workgroup> wwin: vec4<u32>;
 

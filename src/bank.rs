@@ -3,8 +3,15 @@
 //! batches. A bank larger than one storage binding is held as several
 //! segments, each bound on its own; the kernels split their work along them.
 
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
 use crate::context::Context;
-use crate::error::{Error, Result};
+use crate::error::{Error, Resource, Result};
+use crate::method::FeatureKey;
+use crate::stats::{validate_matrix, Magnitudes, ProblemStats};
 
 /// One contiguous run of memories that fits a single storage binding.
 #[derive(Clone, Debug)]
@@ -38,14 +45,64 @@ fn binding(buffer: &wgpu::Buffer, offset: u64, floats: usize) -> wgpu::BindingRe
 }
 
 /// Magnitudes of the stored patterns, known when the bank was built from host
-/// data. The kernels use them to rule out overflowing scores; the planners of
-/// the approximate methods use them for their error bounds.
+/// data. The overflow check uses them to rule out scores beyond f32; the
+/// planners of the approximate methods use them for their error bounds.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BankStats {
-    /// `max |xi_mu,i|` over all keys (the max-norm bound B of the papers).
-    pub max_abs: f32,
-    /// `max_mu |xi_mu|_2` over all keys.
-    pub max_norm: f32,
+    /// Of the keys `Xi`.
+    pub keys: Magnitudes,
+    /// Of the values `V` (the keys' own without separate values).
+    pub values: Magnitudes,
+}
+
+/// Per-bank state built on first use (the S and n of each feature map),
+/// shared by clones of the bank. The bank does not know what it holds: the
+/// kernels store and fetch their own type under a [`FeatureKey`].
+#[derive(Clone, Default)]
+pub(crate) struct BankCache {
+    slots: Arc<Mutex<HashMap<FeatureKey, Slot>>>,
+    builds: Arc<AtomicUsize>,
+}
+
+/// One key's entry, locked while it is being built so that concurrent
+/// callers wait for one build instead of each running their own.
+type Slot = Arc<Mutex<Option<Arc<dyn Any + Send + Sync>>>>;
+
+impl std::fmt::Debug for BankCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BankCache").field("builds", &self.builds.load(Ordering::Relaxed)).finish_non_exhaustive()
+    }
+}
+
+impl BankCache {
+    fn slot(&self, key: FeatureKey) -> Slot {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default().clone()
+    }
+
+    /// The value under `key`, built by `build` if there is none yet (under
+    /// the key's lock: one build per key, whatever the number of callers).
+    pub(crate) fn get_or_build<T: Any + Send + Sync>(
+        &self,
+        key: FeatureKey,
+        build: impl FnOnce() -> Result<T>,
+    ) -> Result<Arc<T>> {
+        let slot = self.slot(key);
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = guard.as_ref() {
+            return v.clone().downcast::<T>().map_err(|_| Error::internal("a bank cache entry has another type"));
+        }
+        let v = Arc::new(build()?);
+        self.builds.fetch_add(1, Ordering::Relaxed);
+        *guard = Some(v.clone());
+        Ok(v)
+    }
+
+    /// The value under `key`, if built.
+    pub(crate) fn get<T: Any + Send + Sync>(&self, key: FeatureKey) -> Option<Arc<T>> {
+        let slot = self.slot(key);
+        let v = slot.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        v.downcast::<T>().ok()
+    }
 }
 
 /// Memories resident on the device.
@@ -57,44 +114,14 @@ pub struct MemoryBank {
     hetero: bool,
     pub(crate) segments: Vec<Segment>,
     stats: Option<BankStats>,
-    /// S and n of the feature-map methods, built once per map (kernels::feature).
-    pub(crate) features: crate::kernels::feature::FeatureCache,
+    cache: BankCache,
 }
 
-/// Reject empty, mis-sized or non-finite row-major data.
-pub(crate) fn validate_matrix(what: &'static str, data: &[f32], rows: usize, cols: usize) -> Result<()> {
-    if rows == 0 || cols == 0 {
-        return Err(Error::Empty { what });
-    }
-    let want =
-        rows.checked_mul(cols).ok_or_else(|| Error::DeviceLimit(format!("{what}: {rows} x {cols} overflows")))?;
-    if data.len() != want {
-        return Err(Error::ShapeMismatch {
-            what: format!("{what}: data length vs rows x cols ({rows} x {cols})"),
-            expected: want,
-            got: data.len(),
-        });
-    }
-    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite { what, row: i / cols, col: i % cols, value: data[i] });
-    }
-    Ok(())
-}
-
-/// Max-abs and max row 2-norm of row-major data.
-pub(crate) fn magnitudes(data: &[f32], cols: usize) -> BankStats {
-    let mut max_abs = 0.0f32;
-    let mut max_norm = 0.0f64;
-    for row in data.chunks_exact(cols) {
-        let mut n = 0.0f64;
-        for &v in row {
-            max_abs = max_abs.max(v.abs());
-            n += f64::from(v) * f64::from(v);
-        }
-        max_norm = max_norm.max(n);
-    }
-    BankStats { max_abs, max_norm: max_norm.sqrt() as f32 }
-}
+// Banks are shared across threads like the context they live on.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<MemoryBank>();
+};
 
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 {
@@ -114,11 +141,12 @@ fn rows_per_segment(ctx: &Context, d: usize, dv: usize) -> Result<usize> {
     let step = step_k / gcd(step_k, step_v) * step_v;
     let rows = (ctx.max_binding() / row_bytes) / step * step;
     if rows == 0 {
-        return Err(Error::DeviceLimit(format!(
-            "one pattern of {} floats does not fit a storage binding of {} bytes",
-            d.max(dv),
-            ctx.max_binding()
-        )));
+        return Err(Error::limit(
+            format!("one pattern of {} floats", d.max(dv)),
+            Resource::BindingBytes,
+            row_bytes * step,
+            ctx.max_binding(),
+        ));
     }
     Ok(rows as usize)
 }
@@ -141,10 +169,10 @@ impl MemoryBank {
                 if dv == 0 {
                     return Err(Error::Empty { what: "values" });
                 }
-                if v.len() != m * dv {
+                if Some(v.len()) != m.checked_mul(dv) {
                     return Err(Error::ShapeMismatch {
                         what: format!("values must have one row per memory ({m} rows of {dv})"),
-                        expected: m * dv,
+                        expected: m.saturating_mul(dv),
                         got: v.len(),
                     });
                 }
@@ -154,36 +182,32 @@ impl MemoryBank {
             None => d,
         };
         let per = rows_per_segment(ctx, d, dv)?;
-        let mut segments = Vec::new();
-        let mut row0 = 0;
-        while row0 < m {
-            let rows = per.min(m - row0);
-            let keys = ctx.upload(
-                "memories",
-                bytemuck::cast_slice(&memories[row0 * d..(row0 + rows) * d]),
-                wgpu::BufferUsages::empty(),
-            );
-            let vals = match values {
-                Some((v, dv)) => ctx.upload(
-                    "values",
-                    bytemuck::cast_slice(&v[row0 * dv..(row0 + rows) * dv]),
+        let segments = ctx.scoped(|| {
+            let mut segments = Vec::new();
+            let mut row0 = 0;
+            while row0 < m {
+                let rows = per.min(m - row0);
+                let keys = ctx.upload(
+                    "memories",
+                    bytemuck::cast_slice(&memories[row0 * d..(row0 + rows) * d]),
                     wgpu::BufferUsages::empty(),
-                ),
-                None => keys.clone(),
-            };
-            segments.push(Segment { keys, key_offset: 0, values: vals, value_offset: 0, row0, rows });
-            row0 += rows;
-        }
-        ctx.check_gpu_error()?;
-        Ok(MemoryBank {
-            m,
-            d,
-            dv,
-            hetero: values.is_some(),
-            segments,
-            stats: Some(magnitudes(memories, d)),
-            features: Default::default(),
-        })
+                )?;
+                let vals = match values {
+                    Some((v, dv)) => ctx.upload(
+                        "values",
+                        bytemuck::cast_slice(&v[row0 * dv..(row0 + rows) * dv]),
+                        wgpu::BufferUsages::empty(),
+                    )?,
+                    None => keys.clone(),
+                };
+                segments.push(Segment { keys, key_offset: 0, values: vals, value_offset: 0, row0, rows });
+                row0 += rows;
+            }
+            Ok(segments)
+        })?;
+        let keys = Magnitudes::of(memories, d);
+        let stats = BankStats { keys, values: values.map_or(keys, |(v, dv)| Magnitudes::of(v, dv)) };
+        Ok(MemoryBank { m, d, dv, hetero: values.is_some(), segments, stats: Some(stats), cache: BankCache::default() })
     }
 
     /// Use memories that already live in the caller's buffers: `keys` holds
@@ -192,8 +216,9 @@ impl MemoryBank {
     /// than one storage binding is bound piecewise.
     ///
     /// The library cannot inspect device-resident data without a copy, so the
-    /// caller vouches that it is finite and that `beta |x| |xi|` stays below
-    /// 1e30 (host-built banks are checked instead).
+    /// caller vouches that it is finite and that `beta |x| |xi|` (and, when
+    /// iterating, `beta |v| |xi|`) stays below 1e30 (host-built banks are
+    /// checked instead).
     pub fn from_buffer(
         ctx: &Context,
         keys: &wgpu::Buffer,
@@ -204,17 +229,21 @@ impl MemoryBank {
         if m == 0 || d == 0 {
             return Err(Error::Empty { what: "memories" });
         }
-        let check = |what: &str, buf: &wgpu::Buffer, cols: usize| -> Result<()> {
-            let need = (m * cols * 4) as u64;
+        let check = |what: &'static str, buf: &wgpu::Buffer, cols: usize| -> Result<()> {
+            // m, cols and the byte count are the caller's: checked arithmetic,
+            // so a huge m is an error here rather than an abort later.
+            let need = (m as u64).checked_mul(cols as u64).and_then(|n| n.checked_mul(4)).ok_or_else(|| {
+                Error::limit(format!("{what}: {m} rows of {cols} f32"), Resource::BufferBytes, u128::MAX, buf.size())
+            })?;
             if buf.size() < need {
                 return Err(Error::ShapeMismatch {
                     what: format!("{what} buffer size in bytes for {m} rows of {cols} f32"),
-                    expected: need as usize,
-                    got: buf.size() as usize,
+                    expected: usize::try_from(need).unwrap_or(usize::MAX),
+                    got: usize::try_from(buf.size()).unwrap_or(usize::MAX),
                 });
             }
             if !buf.usage().contains(wgpu::BufferUsages::STORAGE) {
-                return Err(Error::Unsupported(format!("the {what} buffer lacks STORAGE usage")));
+                return Err(Error::unsupported(what, None, "the buffer lacks STORAGE usage"));
             }
             Ok(())
         };
@@ -241,7 +270,7 @@ impl MemoryBank {
                 rows: per.min(m - row0),
             })
             .collect();
-        Ok(MemoryBank { m, d, dv, hetero: values.is_some(), segments, stats: None, features: Default::default() })
+        Ok(MemoryBank { m, d, dv, hetero: values.is_some(), segments, stats: None, cache: BankCache::default() })
     }
 
     /// Number of stored patterns M.
@@ -278,11 +307,30 @@ impl MemoryBank {
     /// were built for this bank. They are built once per feature map and
     /// reused by every later retrieval with the same map.
     pub fn feature_builds(&self) -> usize {
-        self.features.builds()
+        self.cache.builds.load(Ordering::Relaxed)
     }
 
-    /// Magnitudes of the keys, when the bank was built from host data.
+    /// Magnitudes of the keys and values, when the bank was built from host data.
     pub fn stats(&self) -> Option<BankStats> {
         self.stats
+    }
+
+    /// The statistics of `queries` (already validated, `[L, d]`) against
+    /// this bank at `beta` over `steps`, when the bank knows its magnitudes.
+    pub fn problem_stats(&self, queries: &[f32], beta: f64, steps: u32) -> Option<ProblemStats> {
+        let stats = self.stats?;
+        let shape = (queries.len() / self.d, self.m, self.d, self.dv);
+        Some(ProblemStats::from_magnitudes(
+            Magnitudes::of(queries, self.d),
+            stats.keys,
+            stats.values,
+            shape,
+            beta,
+            steps,
+        ))
+    }
+
+    pub(crate) fn cache(&self) -> &BankCache {
+        &self.cache
     }
 }

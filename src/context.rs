@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::error::{Error, Result};
-use crate::shaders;
+use crate::error::{Error, GpuErrorKind, Resource, Result};
+use crate::shaders::Shader;
 
 /// How to pick an adapter.
 #[derive(Clone, Debug, Default)]
@@ -50,7 +50,7 @@ pub struct DeviceReport {
 /// Key of the pipeline cache: kernel file, entry point, override constants.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PipelineKey {
-    shader: &'static str,
+    shader: Shader,
     entry: &'static str,
     /// Override constants as (name, f64 bits), sorted by name.
     constants: Vec<(&'static str, u64)>,
@@ -61,6 +61,47 @@ struct PipelineKey {
 #[derive(Default)]
 struct BufferPool {
     free: HashMap<(u64, wgpu::BufferUsages), Vec<wgpu::Buffer>>,
+}
+
+/// Scratch buffers of one call, returned to the context's pool when the
+/// guard drops (RAII, on every path, errors included).
+///
+/// A pooled guard must only drop once the GPU is done with its buffers: the
+/// host-side retrieval holds it across its submission and wait. A detached
+/// guard ([`Scratch::detached`], for work recorded into a caller's encoder
+/// that is submitted later) drops its buffers instead; wgpu keeps them alive
+/// while recorded commands still use them.
+pub(crate) struct Scratch<'c> {
+    ctx: &'c Context,
+    held: Vec<wgpu::Buffer>,
+    recycle: bool,
+}
+
+impl<'c> Scratch<'c> {
+    /// Buffers that go back to the pool on drop.
+    pub(crate) fn pooled(ctx: &'c Context) -> Self {
+        Scratch { ctx, held: Vec::new(), recycle: true }
+    }
+
+    /// Buffers that are dropped, not pooled (recorded work runs later).
+    pub(crate) fn detached(ctx: &'c Context) -> Self {
+        Scratch { ctx, held: Vec::new(), recycle: false }
+    }
+
+    /// A buffer of at least `size` bytes from the pool.
+    pub(crate) fn buffer(&mut self, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+        let b = self.ctx.acquire(size, usage)?;
+        self.held.push(b.clone());
+        Ok(b)
+    }
+}
+
+impl Drop for Scratch<'_> {
+    fn drop(&mut self) {
+        if self.recycle {
+            self.ctx.release(self.held.drain(..));
+        }
+    }
 }
 
 /// Device, queue, limits and caches. Cheap to share behind an `Arc`; all
@@ -74,12 +115,24 @@ pub struct Context {
     timestamp_period_ns: f32,
     max_binding: u64,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pool: Mutex<BufferPool>,
-    /// First uncaptured wgpu error or device-lost message, turned into an
-    /// [`Error::Gpu`] at the next synchronisation instead of a panic.
-    gpu_error: Arc<Mutex<Option<String>>>,
+    /// 16 bytes bound where a kernel's optional output is switched off.
+    placeholder: wgpu::Buffer,
+    /// Why the device was lost, for a device this context created (the
+    /// caller's own device keeps its own device-lost callback).
+    lost: Arc<Mutex<Option<String>>>,
 }
+
+// Shared across threads: every call captures its own GPU errors with error
+// scopes (thread-local in wgpu with `std`), and the caches are behind locks.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Context>();
+};
+
+/// Bytes written to the device per submission when uploading memories.
+pub(crate) const UPLOAD_CHUNK: usize = 64 << 20;
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,20 +140,53 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// Every adapter the instance can see for the given backends.
-pub fn list_adapters(backends: Option<wgpu::Backends>) -> Vec<wgpu::AdapterInfo> {
+/// Every adapter the instance can see for the given backends (`None`:
+/// `WGPU_BACKEND`, else all).
+pub fn list_adapters(backends: Option<wgpu::Backends>) -> Result<Vec<wgpu::AdapterInfo>> {
+    let backends = instance_backends(backends)?;
     let instance = make_instance(backends);
-    pollster::block_on(instance.enumerate_adapters(instance_backends(backends))).iter().map(|a| a.get_info()).collect()
+    Ok(pollster::block_on(instance.enumerate_adapters(backends)).iter().map(|a| a.get_info()).collect())
 }
 
-fn instance_backends(backends: Option<wgpu::Backends>) -> wgpu::Backends {
-    backends.unwrap_or_else(|| wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all()))
+/// The backends asked for, else those `WGPU_BACKEND` names (comma-separated:
+/// vulkan, metal, dx12, gl, webgpu), else all. An unknown name is an error
+/// naming it (wgpu itself would silently drop it and find no adapter).
+fn instance_backends(backends: Option<wgpu::Backends>) -> Result<wgpu::Backends> {
+    if let Some(b) = backends {
+        return Ok(b);
+    }
+    let Ok(env) = std::env::var("WGPU_BACKEND") else {
+        return Ok(wgpu::Backends::all());
+    };
+    let mut all = wgpu::Backends::empty();
+    for name in env.split(',') {
+        let b = wgpu::Backends::from_comma_list(name);
+        if b.is_empty() {
+            return Err(Error::invalid(
+                "WGPU_BACKEND",
+                &env,
+                format!("unknown backend {:?}: use vulkan, metal, dx12 or gl (comma-separated)", name.trim()),
+            ));
+        }
+        all |= b;
+    }
+    Ok(all)
 }
 
-fn make_instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
+fn make_instance(backends: wgpu::Backends) -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-    desc.backends = instance_backends(backends);
+    desc.backends = backends;
     wgpu::Instance::new(desc)
+}
+
+/// A wgpu error as an [`Error::Gpu`], on one line.
+fn gpu_error(e: wgpu::Error) -> Error {
+    let kind = match &e {
+        wgpu::Error::OutOfMemory { .. } => GpuErrorKind::OutOfMemory,
+        wgpu::Error::Validation { .. } => GpuErrorKind::Validation,
+        wgpu::Error::Internal { .. } => GpuErrorKind::Internal,
+    };
+    Error::gpu(kind, e)
 }
 
 fn type_rank(t: wgpu::DeviceType) -> u8 {
@@ -118,10 +204,11 @@ impl Context {
     /// own limits rather than wgpu's conservative defaults (lavapipe's
     /// defaults cap workgroup memory at 16 KiB where the device has 32 KiB).
     pub fn new(opts: &ContextOptions) -> Result<Self> {
-        let instance = make_instance(opts.backends);
+        let backends = instance_backends(opts.backends)?;
+        let instance = make_instance(backends);
         let filter =
             opts.adapter_name.clone().or_else(|| std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()));
-        let adapters = pollster::block_on(instance.enumerate_adapters(instance_backends(opts.backends)));
+        let adapters = pollster::block_on(instance.enumerate_adapters(backends));
         let seen: Vec<String> =
             adapters.iter().map(|a| format!("{} ({:?})", a.get_info().name, a.get_info().backend)).collect();
         let chosen = adapters
@@ -136,9 +223,8 @@ impl Context {
                 filter: filter.clone(),
                 reason: if seen.is_empty() {
                     format!(
-                        "none on backends {:?} (WGPU_BACKEND narrows them): install a Vulkan driver \
-                         (e.g. mesa-vulkan-drivers for lavapipe) and the loader (libvulkan1)",
-                        instance_backends(opts.backends)
+                        "none on backends {backends:?} (WGPU_BACKEND narrows them): install a Vulkan driver \
+                         (e.g. mesa-vulkan-drivers for lavapipe) and the loader (libvulkan1)"
                     )
                 } else {
                     format!("adapters present: {}", seen.join(", "))
@@ -158,17 +244,29 @@ impl Context {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| Error::DeviceRequest { adapter: info.name.clone(), reason: e.to_string() })?;
-        Self::build(device, queue, Some(info), opts.max_binding_bytes)
+        let lost = Arc::new(Mutex::new(None::<String>));
+        // Our own device: errors outside any call's scope (none of ours) are
+        // logged rather than panicking, and a loss is remembered.
+        device.on_uncaptured_error(Arc::new(|e: wgpu::Error| log::error!("uncaptured wgpu error: {e}")));
+        let sink = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
+            }
+        });
+        Self::build(device, queue, Some(info), opts.max_binding_bytes, lost)
     }
 
     /// Wrap a device and queue the caller already owns (a graphics app's).
     /// Nothing is copied; the library's buffers live on that device, and the
-    /// caller's buffers can be used directly (see [`crate::MemoryBank::from_buffer`]).
+    /// caller's buffers can be used directly (see [`crate::MemoryBank::from_buffer`]
+    /// and [`Context::encode_retrieve`]).
     ///
-    /// The library installs an uncaptured-error handler on the device so that
-    /// a kernel error becomes an [`Error::Gpu`] instead of a panic.
+    /// The device's handlers stay the caller's: every library call captures
+    /// its own errors with error scopes and returns them as [`Error::Gpu`].
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
-        Self::build(device, queue, None, None)
+        Self::build(device, queue, None, None, Arc::default())
     }
 
     fn build(
@@ -176,22 +274,16 @@ impl Context {
         queue: wgpu::Queue,
         info: Option<wgpu::AdapterInfo>,
         max_binding_bytes: Option<u64>,
+        lost: Arc<Mutex<Option<String>>>,
     ) -> Result<Self> {
         let info = info.unwrap_or_else(|| device.adapter_info());
         let limits = device.limits();
         let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
-        let gpu_error = Arc::new(Mutex::new(None::<String>));
-        let sink = gpu_error.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert_with(|| e.to_string());
-        }));
-        let sink = gpu_error.clone();
-        device.set_device_lost_callback(move |reason, msg| {
-            if reason != wgpu::DeviceLostReason::Destroyed {
-                let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
-                slot.get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
-            }
+        let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("hopfield placeholder"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
         });
         let real_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         // Bindings are kept a multiple of 16 bytes (vec4 loads) and of the
@@ -208,7 +300,8 @@ impl Context {
             pipelines: Mutex::default(),
             modules: Mutex::default(),
             pool: Mutex::default(),
-            gpu_error,
+            placeholder,
+            lost,
         })
     }
 
@@ -274,21 +367,47 @@ impl Context {
         self.info.name.to_lowercase().contains("llvmpipe").then_some(50_000)
     }
 
-    /// Turn a pending uncaptured error or device loss into an `Err`.
-    pub(crate) fn check_gpu_error(&self) -> Result<()> {
-        let mut slot = self.gpu_error.lock().unwrap_or_else(|p| p.into_inner());
-        match slot.take() {
-            Some(msg) => Err(Error::Gpu(msg)),
+    /// Run `f` with this thread's wgpu errors captured: an error that wgpu
+    /// reports for work `f` records or submits becomes an [`Error::Gpu`] of
+    /// this call only (error scopes are per thread in wgpu with `std`, so
+    /// another thread's failure never shows up here). A GPU error wins over
+    /// the error `f` returned, which is usually its consequence.
+    pub(crate) fn scoped<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let internal = self.device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let result = f();
+        // Innermost first, as scopes must be popped.
+        let errors =
+            [pollster::block_on(validation.pop()), pollster::block_on(internal.pop()), pollster::block_on(oom.pop())];
+        if let Some(e) = errors.into_iter().flatten().next() {
+            return Err(gpu_error(e));
+        }
+        self.check_lost()?;
+        result
+    }
+
+    /// An [`Error::Gpu`] if this context's own device was lost.
+    fn check_lost(&self) -> Result<()> {
+        match self.lost.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(msg) => Err(Error::gpu(GpuErrorKind::DeviceLost, msg)),
             None => Ok(()),
         }
+    }
+
+    /// 16 bytes to bind where a kernel's optional output is switched off
+    /// (the kernels never write it then).
+    pub(crate) fn placeholder(&self) -> &wgpu::Buffer {
+        &self.placeholder
     }
 
     /// The compute pipeline for `entry` in `shader` with the given override
     /// constants, compiled once per context. Layouts are derived from the
     /// shader (`layout: None`), so bind groups use `get_bind_group_layout(0)`.
+    /// A pipeline that fails to compile is an error and is not cached.
     pub(crate) fn pipeline(
         &self,
-        shader: &'static str,
+        shader: Shader,
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> Result<wgpu::ComputePipeline> {
@@ -298,48 +417,42 @@ impl Context {
         if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(p.clone());
         }
-        let module = {
-            let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-            match modules.get(shader) {
-                Some(m) => m.clone(),
-                None => {
-                    let source = shaders::source(shader)
-                        .ok_or_else(|| Error::Unsupported(format!("no shader named {shader}")))?;
-                    let m = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(shader),
-                        source: wgpu::ShaderSource::Wgsl(source.into()),
-                    });
-                    modules.insert(shader, m.clone());
-                    m
-                }
-            }
-        };
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                // Every kernel writes its workgroup memory before reading it.
-                zero_initialize_workgroup_memory: false,
-            },
-            cache: None,
-        });
-        self.check_gpu_error()?;
+        let pipeline = self.scoped(|| {
+            let module = {
+                let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+                modules
+                    .entry(shader)
+                    .or_insert_with(|| {
+                        self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(shader.name()),
+                            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                        })
+                    })
+                    .clone()
+            };
+            Ok(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    // Every kernel writes its workgroup memory before reading it.
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            }))
+        })?;
         self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
         Ok(pipeline)
     }
 
-    /// A scratch buffer of at least `size` bytes from the pool. Give it back
-    /// with [`Context::release`] once the GPU is done with it.
-    pub(crate) fn acquire(&self, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
+    /// A scratch buffer of at least `size` bytes from the pool (through a
+    /// [`Scratch`] guard, which gives it back).
+    fn acquire(&self, size: u64, usage: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         let size = size.max(16);
         if size > self.limits.max_buffer_size {
-            return Err(Error::DeviceLimit(format!(
-                "a scratch buffer of {size} bytes exceeds the device's max_buffer_size ({})",
-                self.limits.max_buffer_size
-            )));
+            return Err(Error::limit("a scratch buffer", Resource::BufferBytes, size, self.limits.max_buffer_size));
         }
         // Power-of-two size classes, but never past the device limit.
         let class = size.next_power_of_two().min(self.limits.max_buffer_size.max(size));
@@ -358,23 +471,42 @@ impl Context {
     }
 
     /// Return scratch buffers to the pool.
-    pub(crate) fn release(&self, buffers: impl IntoIterator<Item = wgpu::Buffer>) {
+    fn release(&self, buffers: impl IntoIterator<Item = wgpu::Buffer>) {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         for b in buffers {
             pool.free.entry((b.size(), b.usage())).or_default().push(b);
         }
     }
 
-    /// Create a storage buffer holding `data`.
-    pub(crate) fn upload(&self, label: &str, data: &[u8], extra: wgpu::BufferUsages) -> wgpu::Buffer {
+    /// Create a storage buffer holding `data`, written in chunks of
+    /// [`UPLOAD_CHUNK`] bytes with a submission and a wait after each:
+    /// `queue.write_buffer` copies into a staging buffer that lives until the
+    /// next submission completes, so one write of a 3 GB bank would hold a
+    /// second 3 GB copy in host memory.
+    pub(crate) fn upload(&self, label: &str, data: &[u8], extra: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: (data.len() as u64).max(16).next_multiple_of(4),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra,
             mapped_at_creation: false,
         });
-        self.queue.write_buffer(&buffer, 0, data);
-        buffer
+        let chunks = data.len().div_ceil(UPLOAD_CHUNK);
+        for (i, chunk) in data.chunks(UPLOAD_CHUNK).enumerate() {
+            if chunk.len().is_multiple_of(4) {
+                self.queue.write_buffer(&buffer, (i * UPLOAD_CHUNK) as u64, chunk);
+            } else {
+                // The last chunk of data whose length is not a multiple of 4
+                // (a u8 table): pad it, as write_buffer requires.
+                let mut padded = chunk.to_vec();
+                padded.resize(chunk.len().next_multiple_of(4), 0);
+                self.queue.write_buffer(&buffer, (i * UPLOAD_CHUNK) as u64, &padded);
+            }
+            if chunks > 1 {
+                self.queue.submit([]);
+                self.wait()?;
+            }
+        }
+        Ok(buffer)
     }
 
     /// Submit `encoder` and wait for it, reading back `ranges` (buffer,
@@ -385,7 +517,8 @@ impl Context {
         ranges: &[(&wgpu::Buffer, u64, u64)],
     ) -> Result<Vec<Vec<u8>>> {
         let total: u64 = ranges.iter().map(|r| r.2.next_multiple_of(4)).sum();
-        let staging = self.acquire(total.max(4), wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
+        let mut scratch = Scratch::pooled(self);
+        let staging = scratch.buffer(total.max(4), wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST)?;
         let mut at = 0;
         for &(buf, offset, bytes) in ranges {
             if bytes > 0 {
@@ -394,9 +527,7 @@ impl Context {
             at += bytes.next_multiple_of(4);
         }
         self.queue.submit([encoder.finish()]);
-        let out = self.map_read(&staging, total);
-        self.release([staging]);
-        let bytes = out?;
+        let bytes = self.map_read(&staging, total)?;
         let mut at = 0usize;
         Ok(ranges
             .iter()
@@ -419,23 +550,23 @@ impl Context {
             let _ = tx.send(r);
         });
         self.wait()?;
+        let readback =
+            |what: &str, e: &dyn std::fmt::Display| Error::gpu(GpuErrorKind::Readback, format!("{what}: {e}"));
         pollster::block_on(rx.receive())
-            .ok_or_else(|| Error::Gpu("buffer map callback was dropped".into()))?
-            .map_err(|e| Error::Gpu(format!("mapping the readback buffer failed: {e}")))?;
-        let data = staging
-            .get_mapped_range(0..size)
-            .map_err(|e| Error::Gpu(format!("reading the mapped buffer failed: {e}")))?
-            .to_vec();
+            .ok_or_else(|| Error::internal("the buffer map callback was dropped without being called"))?
+            .map_err(|e| readback("mapping the readback buffer failed", &e))?;
+        let data =
+            staging.get_mapped_range(0..size).map_err(|e| readback("reading the mapped buffer failed", &e))?.to_vec();
         staging.unmap();
         Ok(data)
     }
 
-    /// Block until the queue is idle, then surface any GPU error.
+    /// Block until the queue is idle.
     pub(crate) fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU failed: {e}")))?;
-        self.check_gpu_error()
+            .map_err(|e| Error::gpu(GpuErrorKind::Readback, format!("waiting for the GPU failed: {e}")))?;
+        self.check_lost()
     }
 
     /// A timer for the passes of one submission: GPU timestamps when the

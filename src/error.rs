@@ -1,7 +1,10 @@
 //! The crate's one error type. Every way a caller's input can be wrong gets its
-//! own variant, so that library users can match on it and the CLI can print a
-//! message that names the offending flag or file.
+//! own variant with structured fields, so that library users can match on it
+//! and the CLI can print a message that names the offending flag or file.
+//! Library errors name library fields (`beta`, `max_steps`, `delta`, ...);
+//! the command line maps them to its flags (`--beta`, `--steps`, ...).
 
+use std::fmt;
 use std::path::PathBuf;
 
 /// Result alias used throughout the crate.
@@ -29,9 +32,15 @@ pub enum Error {
         reason: String,
     },
 
-    /// wgpu reported a validation or out-of-memory error, or the device was lost.
-    #[error("GPU error: {0}")]
-    Gpu(String),
+    /// wgpu reported an error for this call's work (each call captures its
+    /// own errors, so one thread never sees another's), or the device was lost.
+    #[error("GPU error ({kind}): {message}")]
+    Gpu {
+        /// What kind of failure.
+        kind: GpuErrorKind,
+        /// wgpu's message, on one line.
+        message: String,
+    },
 
     /// Two inputs disagree on a dimension (`d` of memories vs queries, rows of
     /// memories vs values, buffer sizes vs declared shapes).
@@ -65,10 +74,12 @@ pub enum Error {
         value: f32,
     },
 
-    /// A numeric parameter is outside its domain (beta <= 0, eps < 0, K = 0, ...).
+    /// A numeric parameter is outside its domain (beta <= 0, eps < 0, k = 0, ...).
     #[error("invalid {name} = {value}: {why}")]
     InvalidParameter {
-        /// Flag or field name, as the user spells it (`--beta`, `eps`, ...).
+        /// The library field or parameter (`beta`, `eps`, `max_steps`, `k`,
+        /// `width`, `delta`, `degree`, `features`, `tolerance`, ...), or the
+        /// environment variable (`WGPU_BACKEND`).
         name: &'static str,
         /// The value given, as text.
         value: String,
@@ -77,12 +88,41 @@ pub enum Error {
     },
 
     /// The problem does not fit the device and cannot be split further.
-    #[error("does not fit the device: {0}")]
-    DeviceLimit(String),
+    #[error("does not fit the device: {what}: needs {} {resource}, the limit is {limit}", need.map_or("more than 2^64".to_string(), |n| n.to_string()))]
+    DeviceLimit {
+        /// What was being sized ("top-K selection over 20000 memories", ...).
+        what: String,
+        /// Which limit it hit.
+        resource: Resource,
+        /// How much it needs (`None`: more than `u64` can count).
+        need: Option<u64>,
+        /// The most the device (or the engine on it) allows.
+        limit: u64,
+    },
 
-    /// A requested feature or combination is not supported.
-    #[error("unsupported: {0}")]
-    Unsupported(String),
+    /// A requested option or combination is not implemented.
+    #[error("unsupported: {option}{}: {reason}", method.map(|m| format!(" with method {m}")).unwrap_or_default())]
+    Unsupported {
+        /// The library field or feature asked for (`support`, `max_steps`,
+        /// `keys`, `degree`, `queries`, ...).
+        option: &'static str,
+        /// The method it was asked of, if the refusal is specific to one.
+        method: Option<&'static str>,
+        /// Why not, and what to do instead.
+        reason: String,
+    },
+
+    /// A progress observer asked the retrieval to stop
+    /// ([`crate::Context::retrieve_observed`]).
+    #[error("cancelled after {steps_done} steps")]
+    Cancelled {
+        /// Steps of the batch that was running when the observer stopped it.
+        steps_done: u32,
+    },
+
+    /// An internal invariant failed: a bug in hopfield-gpu, not in the input.
+    #[error("internal error (a bug in hopfield-gpu, please report it): {0}")]
+    Internal(String),
 
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
@@ -105,8 +145,125 @@ pub enum Error {
     },
 }
 
+/// The kinds of GPU failure [`Error::Gpu`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GpuErrorKind {
+    /// wgpu validation failed (a destroyed or too small buffer, a bad binding).
+    Validation,
+    /// The device ran out of memory.
+    OutOfMemory,
+    /// wgpu or the driver failed internally (e.g. a pipeline did not compile).
+    Internal,
+    /// The device was lost.
+    DeviceLost,
+    /// Waiting for the GPU or mapping a readback buffer failed.
+    Readback,
+}
+
+impl fmt::Display for GpuErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GpuErrorKind::Validation => "validation",
+            GpuErrorKind::OutOfMemory => "out of memory",
+            GpuErrorKind::Internal => "internal",
+            GpuErrorKind::DeviceLost => "device lost",
+            GpuErrorKind::Readback => "readback",
+        })
+    }
+}
+
+/// The device limits [`Error::DeviceLimit`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Resource {
+    /// Bytes in one storage binding (`max_storage_buffer_binding_size`, or
+    /// `ContextOptions::max_binding_bytes`).
+    BindingBytes,
+    /// Bytes in one buffer (`max_buffer_size`).
+    BufferBytes,
+    /// Bytes of workgroup memory (`max_compute_workgroup_storage_size`).
+    WorkgroupBytes,
+    /// Loop iterations one shader invocation may run (llvmpipe's limiter,
+    /// see `Context::loop_budget`).
+    LoopIterations,
+    /// Splits of the memories one selection pass can merge.
+    Splits,
+    /// Indices a kernel addresses with u32.
+    Indices,
+    /// Bytes the host can address (`usize`).
+    HostBytes,
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Resource::BindingBytes => "bytes in one storage binding",
+            Resource::BufferBytes => "bytes in one buffer",
+            Resource::WorkgroupBytes => "bytes of workgroup memory",
+            Resource::LoopIterations => "loop iterations per shader invocation",
+            Resource::Splits => "splits",
+            Resource::Indices => "u32 indices",
+            Resource::HostBytes => "bytes of host memory",
+        })
+    }
+}
+
 impl Error {
     pub(crate) fn invalid(name: &'static str, value: impl ToString, why: impl Into<String>) -> Self {
         Error::InvalidParameter { name, value: value.to_string(), why: why.into() }
+    }
+
+    pub(crate) fn limit(what: impl Into<String>, resource: Resource, need: impl TryInto<u64>, limit: u64) -> Self {
+        Error::DeviceLimit { what: what.into(), resource, need: need.try_into().ok(), limit }
+    }
+
+    pub(crate) fn unsupported(option: &'static str, method: Option<&'static str>, reason: impl Into<String>) -> Self {
+        Error::Unsupported { option, method, reason: reason.into() }
+    }
+
+    pub(crate) fn internal(what: impl Into<String>) -> Self {
+        Error::Internal(what.into())
+    }
+
+    /// A GPU error with wgpu's (often multi-line) message folded onto one line.
+    pub(crate) fn gpu(kind: GpuErrorKind, message: impl fmt::Display) -> Self {
+        Error::Gpu { kind, message: one_line(&message.to_string()) }
+    }
+}
+
+/// `text` with its lines joined by "; " and runs of blanks collapsed.
+pub(crate) fn one_line(text: &str) -> String {
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_messages_are_one_line() {
+        let e = Error::gpu(
+            GpuErrorKind::Validation,
+            "Validation Error\n\nCaused by:\n    In a set_bind_group\n      buffer   destroyed\n",
+        );
+        let text = e.to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert_eq!(text, "GPU error (validation): Validation Error; Caused by:; In a set_bind_group; buffer destroyed");
+    }
+
+    #[test]
+    fn device_limits_say_what_and_how_much() {
+        let e = Error::limit("S and n of rank 70", Resource::BindingBytes, 1400u64, 1000);
+        assert_eq!(
+            e.to_string(),
+            "does not fit the device: S and n of rank 70: needs 1400 bytes in one storage binding, the limit is 1000"
+        );
+        let e = Error::limit("m * d * 4", Resource::HostBytes, u128::MAX, u64::MAX);
+        assert!(e.to_string().contains("needs more than 2^64"), "{e}");
     }
 }

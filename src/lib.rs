@@ -3,7 +3,9 @@
 //! checked against an f64 CPU reference ([`cpu`]).
 //!
 //! Start at [`Context`] (the device and its caches), upload memories once into
-//! a [`MemoryBank`], then call [`Context::retrieve`] for each batch of queries.
+//! a [`MemoryBank`], then call [`Context::retrieve`] for each batch of queries,
+//! or [`Context::encode_retrieve`] to record a retrieval on your own buffers
+//! into your own command encoder.
 //!
 //! ```no_run
 //! use hopfield_gpu::{Context, ContextOptions, MemoryBank, RetrieveOptions};
@@ -15,21 +17,33 @@
 //! println!("z = {:?}, energy = {:?}", out.z, out.energy);
 //! # Ok(()) }
 //! ```
+//!
+//! Modules, in the order they depend on each other (ARCHITECTURE.md): the
+//! error type; what a [`Method`] is; the device-free math (feature maps,
+//! [`plan`]ner, the [`cpu`] reference); the [`Context`] and the shaders; the
+//! [`MemoryBank`]; the kernels; retrieval. Only the types below, [`cpu`],
+//! [`npy`] and [`tolerance`] are public.
 
-pub mod bank;
-pub mod context;
+mod bank;
+mod context;
 pub mod cpu;
-pub mod error;
-pub mod feature;
+mod error;
+mod feature;
 mod kernels;
+mod method;
 pub mod npy;
-pub mod planner;
-pub mod retrieve;
-pub mod shaders;
+mod planner;
+mod retrieve;
+mod shaders;
+mod stats;
 pub mod tolerance;
 
 pub use bank::{BankStats, MemoryBank};
-pub use context::{Context, ContextOptions, DeviceReport};
-pub use error::{Error, Result};
-pub use planner::{plan, Plan, ProblemStats};
-pub use retrieve::{Method, Retrieval, RetrieveOptions};
+pub use context::{list_adapters, Context, ContextOptions, DeviceReport};
+pub use error::{Error, GpuErrorKind, Resource, Result};
+pub use feature::plan::Efficiency;
+pub use method::{default_feature_count, default_window, random_rank_key, window_range, Method, MAX_DEGREE};
+pub use planner::{f32_rounding_bound, plan, poly_choice, Candidate, Plan, PolyReport};
+pub use retrieve::encode::MAX_ENCODED_STEPS;
+pub use retrieve::{Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, MAX_STEPS};
+pub use stats::{Magnitudes, ProblemStats};

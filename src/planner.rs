@@ -1,10 +1,10 @@
-//! Choosing and preparing a kernel (feature-map) method: the polynomial's
-//! degree for `--method poly`, and the planner behind `--method auto`, which
-//! picks the cheapest method whose output is *guaranteed* within a tolerance
-//! of exact dense retrieval.
+//! Choosing a kernel (feature-map) method's parameters, without a device:
+//! the polynomial's degree for `--method poly` ([`poly_choice`]), and the
+//! planner behind `--method auto` ([`plan`]), which picks the cheapest method
+//! whose output is *guaranteed* within a tolerance of exact dense retrieval.
 //!
 //! The guarantee for the polynomial path has two parts, both in max-norm:
-//! - approximation: [`ratio_error_bound`] `2 B' delta / (1 - delta)` with the
+//! - approximation: `feature::poly::ratio_error_bound`, `2 B' delta / (1 - delta)` with the
 //!   polynomial's verified (achieved) delta and `B'` bounding the values.
 //!   This is tighter than Lemma 3.2's `2 M B delta_A` by the factor M (the
 //!   derivation is in feature::poly); both are reported, the planner uses the
@@ -21,127 +21,12 @@
 
 use std::fmt;
 
-use crate::bank::{magnitudes, MemoryBank};
-use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::feature::plan as cost;
-use crate::feature::poly::{self, Family, Polynomial, MAX_DEGREE};
-use crate::kernels::feature::{self as fk, FeatureKey, PART_ROWS};
-use crate::retrieve::{Method, RetrieveOptions};
-
-/// What the planner and the polynomial choice need to know about a problem.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ProblemStats {
-    /// Memories M.
-    pub m: usize,
-    /// Queries L.
-    pub l: usize,
-    /// Pattern dimension d.
-    pub d: usize,
-    /// Value dimension dv.
-    pub dv: usize,
-    /// Inverse temperature.
-    pub beta: f64,
-    /// Dynamics steps (the planner's guarantee is for one).
-    pub steps: u32,
-    /// `B = max(|X|_max, |Xi|_max)`.
-    pub b: f64,
-    /// `|V|_max` (`|Xi|_max` without separate values).
-    pub b_values: f64,
-    /// `max_l |x_l|_2`.
-    pub query_norm: f64,
-    /// `max_mu |xi_mu|_2`.
-    pub key_norm: f64,
-    /// `max_mu |v_mu|_2`.
-    pub value_norm: f64,
-}
-
-impl ProblemStats {
-    /// Statistics of row-major queries `[L, d]`, memories `[M, d]` and
-    /// optional values `([M, dv], dv)`.
-    pub fn new(
-        queries: &[f32],
-        memories: &[f32],
-        values: Option<(&[f32], usize)>,
-        d: usize,
-        beta: f64,
-        steps: u32,
-    ) -> Result<Self> {
-        if d == 0 || queries.is_empty() || memories.is_empty() {
-            return Err(Error::Empty { what: "queries or memories" });
-        }
-        let q = magnitudes(queries, d);
-        let k = magnitudes(memories, d);
-        let (v, dv) = match values {
-            Some((v, dv)) if dv > 0 => (magnitudes(v, dv), dv),
-            Some(_) => return Err(Error::Empty { what: "values" }),
-            None => (k, d),
-        };
-        Ok(ProblemStats {
-            m: memories.len() / d,
-            l: queries.len() / d,
-            d,
-            dv,
-            beta,
-            steps,
-            b: f64::from(q.max_abs.max(k.max_abs)),
-            b_values: f64::from(v.max_abs),
-            query_norm: f64::from(q.max_norm),
-            key_norm: f64::from(k.max_norm),
-            value_norm: f64::from(v.max_norm),
-        })
-    }
-
-    /// Statistics of `queries` against a host-built bank without separate
-    /// values (the bank keeps the keys' magnitudes, not the values').
-    pub fn from_bank(bank: &MemoryBank, queries: &[f32], beta: f64, steps: u32) -> Result<Self> {
-        let Some(k) = bank.stats() else {
-            return Err(Error::Unsupported(
-                "choosing a polynomial needs the memories' magnitudes, which a bank wrapping a caller's buffer \
-                 does not have; give --degree explicitly or build the bank from host data"
-                    .into(),
-            ));
-        };
-        if bank.is_hetero() {
-            return Err(Error::Unsupported(
-                "the error bounds need |V|_max, which the bank does not keep for separate values; give --degree \
-                 explicitly, or use ProblemStats::new and planner::plan with the host data"
-                    .into(),
-            ));
-        }
-        let d = bank.dim();
-        let q = magnitudes(queries, d);
-        Ok(ProblemStats {
-            m: bank.len(),
-            l: queries.len() / d,
-            d,
-            dv: d,
-            beta,
-            steps,
-            b: f64::from(q.max_abs.max(k.max_abs)),
-            b_values: f64::from(k.max_abs),
-            query_norm: f64::from(q.max_norm),
-            key_norm: f64::from(k.max_norm),
-            value_norm: f64::from(k.max_norm),
-        })
-    }
-
-    /// The range `R >= beta * |<x, xi>|` the polynomial must cover:
-    /// `beta * max|x|_2 * max|xi|_2` (Cauchy-Schwarz, the tighter R of
-    /// SEMANTICS.md). With dynamics, later states are convex combinations of
-    /// the values (the kernel is positive), so their norms stay below
-    /// `max(max|x|_2, max|v|_2)`, which then replaces `max|x|_2`.
-    pub fn range(&self) -> f64 {
-        let x = if self.steps > 1 { self.query_norm.max(self.value_norm) } else { self.query_norm };
-        self.beta * x * self.key_norm
-    }
-
-    /// `B' = max(B, |V|_max)`: bounds the entries of values and of every
-    /// state, as the error bounds need.
-    pub fn b_bound(&self) -> f64 {
-        self.b.max(self.b_values)
-    }
-}
+use crate::feature::poly::{self, Polynomial, MAX_DEGREE};
+use crate::feature::PART_ROWS;
+use crate::method::{default_feature_count, Method};
+use crate::stats::ProblemStats;
 
 /// The polynomial chosen for a problem, with its numbers.
 #[derive(Clone, Debug, PartialEq)]
@@ -205,11 +90,11 @@ impl fmt::Display for PolyReport {
 /// `M |c|(R)` for the normaliser, `|c|(R) = sum_k |c_k| R^k`, while the exact
 /// normaliser is at least `M min P`. With `gamma = n u / (1 - n u)`,
 /// u = 2^-24 and n the longest chain of roundings (a part's
-/// [`PART_ROWS`] rows, the parts, the r features, the g multiplies of a
+/// `PART_ROWS` (1024) rows, the parts, the r features, the g multiplies of a
 /// monomial and the two f32 coefficients), numerator and normaliser are off
 /// by at most `gamma |c|(R) M` (times max|v|), hence z by at most
 /// `2 gamma cond B' / (1 - gamma cond)` with `cond = |c|(R) / min P`
-/// ([`Polynomial::condition`]). Infinite when `gamma cond >= 1`.
+/// (the polynomial's condition number). Infinite when `gamma cond >= 1`.
 pub fn f32_rounding_bound(b_values: f64, condition: f64, m: usize, rank: u64, degree: usize) -> f64 {
     let n = (PART_ROWS + m.div_ceil(PART_ROWS) + degree + 6) as f64 + rank as f64;
     let u = f64::from(f32::EPSILON) / 2.0;
@@ -229,8 +114,8 @@ pub fn f32_rounding_bound(b_values: f64, condition: f64, m: usize, rank: u64, de
 ///
 /// Why Taylor only: its coefficients `1/k!` do not depend on R, so S and n
 /// built for one query set serve every later one whose R the degree covers;
-/// and with all `c_k > 0` no sign split is needed. (A fitted polynomial can
-/// be a few degrees lower at large R; see feature::poly.)
+/// and with all `c_k > 0` no sign split is needed (fitted polynomials were removed: their
+/// coefficients depend on R and change sign).
 pub fn poly_choice(
     stats: &ProblemStats,
     delta: f64,
@@ -238,22 +123,22 @@ pub fn poly_choice(
     max_state_bytes: u64,
 ) -> Result<PolyReport> {
     if !(delta > 0.0 && delta < 1.0) {
-        return Err(Error::invalid("--delta", delta, "delta_A must lie in (0, 1)"));
+        return Err(Error::invalid("delta", delta, "delta_A must lie in (0, 1)"));
     }
     let range = stats.range();
     let p = match degree {
         Some(g) => {
-            let p = Polynomial::new(Family::Taylor, g, range)?;
+            let p = Polynomial::new(g, range)?;
             if p.min_value <= 0.0 {
                 return Err(Error::invalid(
-                    "--degree",
+                    "degree",
                     g,
                     format!("the Taylor polynomial of this degree is not positive on [-R, R], R = {range:.4}"),
                 ));
             }
             p
         }
-        None => poly::choose_polynomial(range, delta, stats.d, &[Family::Taylor], MAX_DEGREE)?.poly,
+        None => poly::choose_polynomial(range, delta, stats.d, MAX_DEGREE)?.poly,
     };
     let mem = poly::check_rank(stats.d, p.degree, stats.dv, max_state_bytes)?;
     let b = stats.b_bound();
@@ -347,13 +232,14 @@ impl fmt::Display for Plan {
 /// `max_state_bytes` caps S and n (the device's largest storage binding).
 pub fn plan(stats: &ProblemStats, tolerance: f64, max_state_bytes: u64) -> Result<Plan> {
     if !(tolerance.is_finite() && tolerance > 0.0) {
-        return Err(Error::invalid("--tolerance", tolerance, "must be finite and > 0"));
+        return Err(Error::invalid("tolerance", tolerance, "must be finite and > 0"));
     }
     if stats.steps > 1 {
-        return Err(Error::Unsupported(
-            "--method auto guarantees one retrieval step; errors of iterated approximate steps compound, so pick a \
-             method explicitly for --steps > 1"
-                .into(),
+        return Err(Error::unsupported(
+            "max_steps",
+            Some("auto"),
+            "the planner guarantees one retrieval step; errors of iterated approximate steps compound, so pick a \
+             method explicitly for more steps",
         ));
     }
     let (d, dv, m, l) = (stats.d, stats.dv, stats.m, stats.l);
@@ -407,7 +293,7 @@ pub fn plan(stats: &ProblemStats, tolerance: f64, max_state_bytes: u64) -> Resul
         reason: "elu(x) + 1 is another kernel, not an approximation of exp: no bound against dense".into(),
         poly: None,
     });
-    let features = crate::feature::prf::default_feature_count(d);
+    let features = default_feature_count(d);
     candidates.push(Candidate {
         method: Method::Prf { features: Some(features), seed: 0, orthogonal: false },
         flops: Some(cost::prf_flops(features, d, dv, m, l)),
@@ -449,39 +335,41 @@ pub fn plan(stats: &ProblemStats, tolerance: f64, max_state_bytes: u64) -> Resul
     Ok(Plan { tolerance, efficiency, tau: cost::tau(m, l), candidates, choice, reason })
 }
 
-/// Resolve `opts` for the GPU: `auto` through the planner, a polynomial
-/// without a degree through [`poly_choice`], then build (or fetch from the
-/// bank's cache) S and n of a feature map. `None` when nothing changed.
-pub(crate) fn prepare(
-    ctx: &Context,
-    bank: &MemoryBank,
-    queries: &[f32],
-    opts: &RetrieveOptions,
-) -> Result<Option<RetrieveOptions>> {
-    let beta = f64::from(opts.beta);
-    let mut method = opts.method;
-    if let Method::Auto { tolerance } = method {
-        let stats = ProblemStats::from_bank(bank, queries, beta, opts.max_steps)?;
-        method = plan(&stats, tolerance, ctx.max_binding())?.choice;
-    }
-    if let Method::Poly { delta, degree } = method {
-        // Without host statistics an explicit degree is used as given.
-        if degree.is_none() || (bank.stats().is_some() && !bank.is_hetero()) {
-            let stats = ProblemStats::from_bank(bank, queries, beta, opts.max_steps)?;
-            let rep = poly_choice(&stats, delta, degree, ctx.max_binding())?;
-            method = Method::Poly { delta, degree: Some(rep.degree) };
+/// Resolve `method` before any kernel runs: `auto` through [`plan`], a
+/// polynomial through [`poly_choice`] (its lowest degree, or a check that
+/// the given one is positive on the data's range). `stats` is `None` when the
+/// data's magnitudes are unknown (a bank wrapping a caller's buffer, queries
+/// on the device); then only a polynomial with an explicit degree resolves.
+pub(crate) fn resolve(method: Method, stats: Option<&ProblemStats>, max_state_bytes: u64) -> Result<Method> {
+    let need_stats = |method: Method| {
+        Error::unsupported(
+            "degree",
+            Some(method.name()),
+            "choosing the method needs the magnitudes of the memories and queries, which are unknown for data \
+             on the device; give the polynomial's degree explicitly, or plan with ProblemStats and plan()",
+        )
+    };
+    match method {
+        Method::Auto { tolerance } => {
+            Ok(plan(stats.ok_or_else(|| need_stats(method))?, tolerance, max_state_bytes)?.choice)
         }
+        Method::Poly { delta, degree } => match (stats, degree) {
+            (Some(stats), _) => {
+                Ok(Method::Poly { delta, degree: Some(poly_choice(stats, delta, degree, max_state_bytes)?.degree) })
+            }
+            (None, Some(_)) => Ok(method),
+            (None, None) => Err(need_stats(method)),
+        },
+        Method::Dense
+        | Method::DenseNaive
+        | Method::TopK { .. }
+        | Method::Random { .. }
+        | Method::Window { .. }
+        | Method::Sparsemax
+        | Method::Entmax15
+        | Method::Linear
+        | Method::Prf { .. } => Ok(method),
     }
-    if let Some(key) = FeatureKey::of(&method, opts.beta, bank.dim()) {
-        if opts.support {
-            return Err(Error::Unsupported(format!(
-                "{} retrieval gives every memory a weight; there is no support set",
-                method.name()
-            )));
-        }
-        fk::prepare(ctx, bank, &key)?;
-    }
-    Ok((method != opts.method).then(|| RetrieveOptions { method, ..opts.clone() }))
 }
 
 #[cfg(test)]
@@ -531,10 +419,10 @@ mod tests {
     #[test]
     fn bad_plans_are_typed_errors() {
         assert!(matches!(plan(&stats(0.25, 64, 2, 1), 0.0, 1 << 27), Err(Error::InvalidParameter { .. })));
-        assert!(matches!(plan(&stats(0.25, 64, 2, 3), 1e-2, 1 << 27), Err(Error::Unsupported(_))));
+        assert!(matches!(plan(&stats(0.25, 64, 2, 3), 1e-2, 1 << 27), Err(Error::Unsupported { .. })));
         // S and n of r = 70 (d = 4, g = 4) need 1400 bytes.
         let err = poly_choice(&stats(0.1, 64, 4, 1), 1e-3, Some(4), 1000).unwrap_err();
-        assert!(matches!(err, Error::DeviceLimit(_)) && err.to_string().contains("r = 70"), "{err}");
+        assert!(matches!(err, Error::DeviceLimit { .. }) && err.to_string().contains("r = 70"), "{err}");
     }
 
     #[test]

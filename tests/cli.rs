@@ -157,14 +157,8 @@ fn retrieve_on_digits_matches_reference() {
     let z = npy::read_2d(&zpath).unwrap();
     assert_eq!((z.rows, z.cols), (l, d));
     let xi = Matrix::from_f32(digits.rows, d, &digits.data);
-    let want = cpu::dense::dynamics(
-        &Matrix::from_f32(l, d, &q),
-        &xi,
-        f64::from(beta),
-        5,
-        0.0,
-        cpu::dense::dense_update(&xi, f64::from(beta)),
-    );
+    let want = cpu::dynamics(&hopfield_gpu::Method::Dense, &Matrix::from_f32(l, d, &q), &xi, f64::from(beta), 5, 0.0)
+        .expect("a concrete method");
     // Pixels are 0..16 and scores reach beta * 16^2 * 64 ~ 160: f32 keeps ~1e-5 relative.
     let tol = Tolerance::new(1e-3, 1e-4);
     tol.check(&z.data, &want.state.data).unwrap_or_else(|m| panic!("z: {m}"));

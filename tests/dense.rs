@@ -12,10 +12,10 @@
 
 mod common;
 
-use common::{assert_close, ctx, random};
+use common::{assert_close, bank, ctx, random, small_binding_ctx};
 use hopfield_gpu::cpu::{self, Matrix};
 use hopfield_gpu::tolerance::Tolerance;
-use hopfield_gpu::{Context, ContextOptions, Error, MemoryBank, Method, RetrieveOptions};
+use hopfield_gpu::{Context, Error, MemoryBank, Method, RetrieveOptions};
 
 const Z_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
 const LSE_TOL: Tolerance = Tolerance::new(1e-4, 1e-5);
@@ -25,13 +25,8 @@ fn check(ctx: &Context, d: usize, m: usize, l: usize, dv: Option<usize>, seed: u
     let beta = 1.0 / (d as f32).sqrt();
     let xi = random(seed, m, d, 1.0);
     let x = random(seed + 1, l, d, 1.0);
-    let (bank, v) = match dv {
-        Some(dv) => {
-            let v = random(seed + 2, m, dv, 1.0);
-            (MemoryBank::with_values(ctx, &xi, m, d, &v, dv).unwrap(), Matrix::from_f32(m, dv, &v))
-        }
-        None => (MemoryBank::new(ctx, &xi, m, d).unwrap(), Matrix::from_f32(m, d, &xi)),
-    };
+    let values = dv.map(|dv| (random(seed + 2, m, dv, 1.0), dv));
+    let (bank, v) = bank(ctx, &xi, m, d, values.as_ref().map(|(v, dv)| (&v[..], *dv)));
     let got = ctx.retrieve(&bank, &x, &RetrieveOptions::dense(beta).method(method)).unwrap();
     let xs = Matrix::from_f32(l, d, &x);
     let xim = Matrix::from_f32(m, d, &xi);
@@ -108,7 +103,7 @@ fn few_queries_many_memories_use_many_splits() {
 fn chunked_bank_matches_unchunked() {
     // Pretend a storage binding holds 4 KiB: 300 memories of d = 24 (28.8 KB)
     // become several segments, bound one at a time and merged.
-    let small = Context::new(&ContextOptions { max_binding_bytes: Some(4096), ..Default::default() }).unwrap();
+    let small = small_binding_ctx();
     let (d, m, l) = (24, 300, 20);
     let xi = random(21, m, d, 1.0);
     let x = random(22, l, d, 1.0);
@@ -190,14 +185,7 @@ fn dynamics_match_reference_and_energy_never_increases() {
     // Early stopping per query: compare steps, convergence and states with the reference.
     let eps = 1e-3;
     let r = ctx.retrieve(&bank, &x, &RetrieveOptions::dense(beta).steps(50, eps)).unwrap();
-    let want = cpu::dense::dynamics(
-        &xs,
-        &xim,
-        f64::from(beta),
-        50,
-        f64::from(eps),
-        cpu::dense::dense_update(&xim, f64::from(beta)),
-    );
+    let want = cpu::dynamics(&Method::Dense, &xs, &xim, f64::from(beta), 50, f64::from(eps)).unwrap();
     assert_close("final states", &r.z, &want.state.data, Tolerance::new(1e-4, 1e-4));
     assert_close("final energies", r.energy.as_ref().unwrap(), &want.energy, LSE_TOL);
     assert_eq!(r.converged, want.converged, "converged flags");
@@ -286,7 +274,7 @@ fn bad_input_gets_typed_errors() {
     }
     assert!(matches!(
         ctx.retrieve(&bank, &x, &ok.clone().steps(0, 0.0)),
-        Err(Error::InvalidParameter { name: "steps", .. })
+        Err(Error::InvalidParameter { name: "max_steps", .. })
     ));
     // Scores that would overflow f32 are refused, not turned into NaN.
     assert!(matches!(

@@ -4,7 +4,7 @@
 //! S/n reuse, the planner, and bad input.
 //!
 //! Tolerance against the exact references. The GPU evaluates the same
-//! kernel in f32. The worst-case bound (planner::f32_rounding_bound,
+//! kernel in f32. The worst-case bound (f32_rounding_bound,
 //! Higham's gamma_n over the ~1100-long rounding chain) is ~5e-4 for the
 //! data below and far from what happens: rounding errors of a sum of n
 //! terms behave like sqrt(n) u, not n u. With entries in [-0.5, 0.5], d <= 4
@@ -16,13 +16,10 @@
 
 mod common;
 
-use common::{assert_close, ctx, random};
+use common::{assert_close, bank, ctx, random, small_binding_ctx};
 use hopfield_gpu::cpu::{self, Matrix};
-use hopfield_gpu::feature::poly::{Family, Polynomial};
-use hopfield_gpu::feature::prf::RandomFeatures;
-use hopfield_gpu::planner::{self, ProblemStats};
 use hopfield_gpu::tolerance::Tolerance;
-use hopfield_gpu::{Context, ContextOptions, Error, MemoryBank, Method, RetrieveOptions};
+use hopfield_gpu::{poly_choice, Context, Error, MemoryBank, Method, ProblemStats, RetrieveOptions};
 
 const POLY_TOL: Tolerance = Tolerance::new(3e-5, 3e-5);
 
@@ -31,7 +28,7 @@ fn opts(method: Method, beta: f32) -> RetrieveOptions {
 }
 
 fn taylor(degree: usize) -> Vec<f64> {
-    Polynomial::new(Family::Taylor, degree, 0.0).unwrap().coefs
+    cpu::feature::taylor(degree)
 }
 
 fn max_err(got: &[f32], want: &Matrix) -> f64 {
@@ -60,10 +57,7 @@ impl Case {
         }
     }
     fn bank(&self, ctx: &Context) -> MemoryBank {
-        match &self.v {
-            Some((v, dv)) => MemoryBank::with_values(ctx, &self.xi, self.m, self.d, v, *dv).unwrap(),
-            None => MemoryBank::new(ctx, &self.xi, self.m, self.d).unwrap(),
-        }
+        bank(ctx, &self.xi, self.m, self.d, self.v.as_ref().map(|(v, dv)| (&v[..], *dv))).0
     }
     fn q(&self) -> Matrix {
         Matrix::from_f32(self.l, self.d, &self.x)
@@ -101,7 +95,7 @@ fn poly_matches_the_exact_polynomial_kernel() {
         let bank = c.bank(ctx);
         let g = match degree {
             Some(g) => g,
-            None => planner::poly_choice(&c.stats(1.0), 1e-3, None, ctx.max_binding()).unwrap().degree,
+            None => poly_choice(&c.stats(1.0), 1e-3, None, ctx.max_binding()).unwrap().degree,
         };
         let got = ctx.retrieve(&bank, &c.x, &opts(Method::Poly { delta: 1e-3, degree }, beta)).unwrap();
         let want = cpu::feature::poly(&c.q(), &c.mem(), &c.values(), 1.0, &taylor(g));
@@ -122,7 +116,7 @@ fn poly_obeys_lemma_3_2_against_dense() {
         let bank = c.bank(ctx);
         let want = c.dense(1.0);
         for delta in [1e-2, 1e-3, 1e-5] {
-            let rep = planner::poly_choice(&c.stats(1.0), delta, None, ctx.max_binding()).unwrap();
+            let rep = poly_choice(&c.stats(1.0), delta, None, ctx.max_binding()).unwrap();
             let got = ctx.retrieve(&bank, &c.x, &opts(Method::Poly { delta, degree: None }, 1.0)).unwrap();
             let err = max_err(&got.z, &want);
             assert!(err <= rep.lemma_bound, "case {case}, delta {delta}: {err} > Lemma 3.2 {}", rep.lemma_bound);
@@ -179,8 +173,7 @@ fn prf_matches_its_reference_with_the_same_w() {
         let c = Case::new(90 + i as u64, d, m, l, None, 1.0);
         let method = Method::Prf { features: Some(features), seed: 7 + i as u64, orthogonal };
         let got = ctx.retrieve(&c.bank(ctx), &c.x, &opts(method, beta)).unwrap();
-        let rf = RandomFeatures::new(d, features, 7 + i as u64, orthogonal).unwrap();
-        let w = Matrix::from_f32(features, d, &rf.w_f32());
+        let w = cpu::feature::prf_projection(d, features, 7 + i as u64, orthogonal).unwrap();
         let want = cpu::feature::prf(&c.q(), &c.mem(), &c.values(), f64::from(beta), &w);
         assert_close(&format!("prf d={d} m={m} beta={beta}"), &got.z, &want.data, Tolerance::new(2e-5, 2e-5));
     }
@@ -250,32 +243,6 @@ fn s_and_n_are_built_once_per_bank() {
 
 #[test]
 #[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
-fn poly_dynamics_match_the_reference() {
-    // Five steps of x <- z(x) through the generic update kernel; the
-    // reference iterates the exact polynomial kernel in f64.
-    let ctx = ctx();
-    let c = Case::new(120, 3, 200, 12, None, 0.5);
-    let g = 6;
-    let o = RetrieveOptions {
-        max_steps: 5,
-        eps: 1e-7,
-        energy: true,
-        ..opts(Method::Poly { delta: 1e-3, degree: Some(g) }, 2.0)
-    };
-    let got = ctx.retrieve(&c.bank(ctx), &c.x, &o).unwrap();
-    let (mem, coefs) = (c.mem(), taylor(g));
-    let update = |x: &[f64]| {
-        let q = Matrix { rows: 1, cols: 3, data: x.to_vec() };
-        cpu::feature::poly(&q, &mem, &mem, 2.0, &coefs).data
-    };
-    let want = cpu::dense::dynamics(&c.q(), &mem, 2.0, 5, 1e-7, update);
-    assert_close("poly dynamics", &got.z, &want.state.data, Tolerance::new(1e-4, 1e-4));
-    // The energy is the dense E(x) of the final state.
-    assert_close("energy", got.energy.as_ref().unwrap(), &want.energy, Tolerance::new(1e-4, 1e-5));
-}
-
-#[test]
-#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
 fn planner_output_is_within_its_tolerance() {
     let ctx = ctx();
     // Small B, d = 2, M = L = 1024: the polynomial path is cheaper and guaranteed.
@@ -306,26 +273,26 @@ fn bad_input_gets_typed_errors() {
     let bank = c.bank(ctx);
     let run = |m| ctx.retrieve(&bank, &c.x, &opts(m, 1.0)).unwrap_err();
     for delta in [0.0, 1.0, -1e-3, f64::NAN] {
-        assert!(matches!(run(Method::Poly { delta, degree: None }), Error::InvalidParameter { name: "--delta", .. }));
+        assert!(matches!(run(Method::Poly { delta, degree: None }), Error::InvalidParameter { name: "delta", .. }));
     }
     assert!(matches!(
         run(Method::Poly { delta: 1e-3, degree: Some(0) }),
-        Error::InvalidParameter { name: "--degree", .. }
+        Error::InvalidParameter { name: "degree", .. }
     ));
     assert!(matches!(
         run(Method::Prf { features: Some(0), seed: 0, orthogonal: false }),
-        Error::InvalidParameter { name: "--features", .. }
+        Error::InvalidParameter { name: "features", .. }
     ));
-    assert!(matches!(run(Method::Auto { tolerance: 0.0 }), Error::InvalidParameter { name: "--tolerance", .. }));
+    assert!(matches!(run(Method::Auto { tolerance: 0.0 }), Error::InvalidParameter { name: "tolerance", .. }));
     // A rank beyond the device: d = 64 at degree 12 has r = C(76, 12) ~ 1.8e13.
     let wide = Case::new(141, 64, 4, 2, None, 0.1);
     let err =
         ctx.retrieve(&wide.bank(ctx), &wide.x, &opts(Method::Poly { delta: 1e-3, degree: Some(12) }, 1.0)).unwrap_err();
-    assert!(matches!(err, Error::DeviceLimit(_)), "{err}");
+    assert!(matches!(err, Error::DeviceLimit { .. }), "{err}");
     assert!(err.to_string().contains("rank r = "), "{err}");
     // Support sets do not exist for kernel methods.
     let err = ctx.retrieve(&bank, &c.x, &RetrieveOptions { support: true, ..opts(Method::Linear, 1.0) }).unwrap_err();
-    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
 }
 
 #[test]
@@ -333,7 +300,7 @@ fn bad_input_gets_typed_errors() {
 fn chunked_bank_gives_the_same_poly_result() {
     // 4 KiB bindings: the bank becomes several segments and the build runs
     // one round per segment piece, with tiny rounds.
-    let small = Context::new(&ContextOptions { max_binding_bytes: Some(4096), ..Default::default() }).unwrap();
+    let small = small_binding_ctx();
     let c = Case::new(150, 2, 700, 10, None, 0.5);
     let chunked = c.bank(&small);
     assert!(chunked.segment_count() > 1);

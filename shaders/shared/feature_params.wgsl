@@ -1,5 +1,5 @@
-// The uniform block every feature_*.wgsl kernel shares; src/shaders.rs
-// prepends this file to each of them, so there is one copy to keep in sync.
+// The uniform block every feature_*.wgsl kernel shares (each includes this
+// file; build.rs inlines it), so there is one copy to keep in sync.
 // Keep in sync with `FeatureParams` in src/kernels/feature.rs (every
 // feature_*.wgsl declares this same struct; each uses the fields it needs).
 struct Params {

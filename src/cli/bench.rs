@@ -297,7 +297,7 @@ fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliEr
     let xs = Matrix::from_f32(c.l, c.d, &queries).select_rows(&rows);
     let xim = Matrix::from_f32(c.m, c.d, &memories);
     let t = Instant::now();
-    let want = reference(c, &xs, &rows, &xim, f64::from(beta));
+    let want = reference(c, &xs, &rows, &xim, f64::from(beta))?;
     let cpu_time = t.elapsed().as_secs_f64() * c.l as f64 / n_ref as f64;
     bar.inc(1);
     let mut max_err = 0.0f64;
@@ -333,58 +333,10 @@ fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliEr
 }
 
 /// The f64 CPU reference of `c.steps` updates for the sampled query `rows`
-/// (`xs` holds them). Random masks and windows depend on each query's index
-/// among all L, so every row is iterated with its own update rule.
-fn reference(c: &Config, xs: &Matrix, rows: &[usize], xim: &Matrix, beta: f64) -> Matrix {
-    use cpu::sparse::Support;
-    let steps = c.steps as usize;
-    let one_row = |x: &[f64]| Matrix { rows: 1, cols: x.len(), data: x.to_vec() };
-    let support = match c.method {
-        Method::Poly { degree: Some(g), .. } => {
-            let coefs =
-                hopfield_gpu::feature::poly::Polynomial::new(hopfield_gpu::feature::poly::Family::Taylor, g, 0.0)
-                    .expect("degree validated")
-                    .coefs;
-            let update = |x: &[f64]| cpu::feature::poly(&one_row(x), xim, xim, beta, &coefs).data;
-            return cpu::dense::dynamics(xs, xim, beta, steps, 0.0, update).state;
-        }
-        Method::Linear => {
-            let update = |x: &[f64]| cpu::feature::linear(&one_row(x), xim, xim).data;
-            return cpu::dense::dynamics(xs, xim, beta, steps, 0.0, update).state;
-        }
-        Method::Prf { features, seed, orthogonal } => {
-            let m = features.unwrap_or_else(|| hopfield_gpu::feature::prf::default_feature_count(c.d));
-            let rf = hopfield_gpu::feature::prf::RandomFeatures::new(c.d, m, seed, orthogonal).expect("validated");
-            let w = Matrix::from_f32(m, c.d, &rf.w_f32());
-            let update = |x: &[f64]| cpu::feature::prf(&one_row(x), xim, xim, beta, &w).data;
-            return cpu::dense::dynamics(xs, xim, beta, steps, 0.0, update).state;
-        }
-        Method::Dense | Method::DenseNaive => {
-            return cpu::dense::dynamics(xs, xim, beta, steps, 0.0, cpu::dense::dense_update(xim, beta)).state
-        }
-        Method::Sparsemax => {
-            let update = cpu::entmax::entmax_update(xim, beta, cpu::entmax::Normalizer::Sparsemax);
-            return cpu::dense::dynamics(xs, xim, beta, steps, 0.0, update).state;
-        }
-        Method::Entmax15 => {
-            let update = cpu::entmax::entmax_update(xim, beta, cpu::entmax::Normalizer::Entmax15);
-            return cpu::dense::dynamics(xs, xim, beta, steps, 0.0, update).state;
-        }
-        Method::TopK { k } => Support::TopK { k },
-        Method::Random { k, seed } => Support::Random { k, seed },
-        Method::Window { width } => {
-            Support::Window { width: width.unwrap_or_else(|| cpu::sparse::default_window(c.m)) }
-        }
-        _ => unreachable!("every method the CLI can build is listed"),
-    };
-    let mut out = Matrix::zeros(rows.len(), xs.cols);
-    for (i, &row) in rows.iter().enumerate() {
-        let one = xs.select_rows(&[i]);
-        let update = cpu::sparse::sparse_update(xim, beta, support, row, c.l);
-        let r = cpu::dense::dynamics(&one, xim, beta, steps, 0.0, update);
-        out.row_mut(i).copy_from_slice(r.state.row(0));
-    }
-    out
+/// (`xs` holds them; random masks and windows depend on each query's index
+/// among all L).
+fn reference(c: &Config, xs: &Matrix, rows: &[usize], xim: &Matrix, beta: f64) -> Result<Matrix, CliError> {
+    Ok(cpu::dynamics_rows(&c.method, xs, rows, c.l, xim, beta, c.steps as usize, 0.0)?.state)
 }
 
 fn print_table(records: &[Record]) {

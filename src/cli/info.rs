@@ -4,7 +4,7 @@ use super::CliError;
 
 pub fn run(device: &Option<String>) -> Result<(), CliError> {
     println!("adapters:");
-    for a in hopfield_gpu::context::list_adapters(None) {
+    for a in hopfield_gpu::list_adapters(None)? {
         println!("  {} ({:?}, {:?}, driver {} {})", a.name, a.backend, a.device_type, a.driver, a.driver_info);
     }
     let ctx = super::context(device)?;

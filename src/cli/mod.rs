@@ -8,7 +8,7 @@ mod retrieve;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use hopfield_gpu::{Context, ContextOptions, Method};
+use hopfield_gpu::{Context, ContextOptions, Error, Method};
 
 /// Modern Hopfield retrieval on any GPU (Vulkan, Metal, DX12, or lavapipe).
 #[derive(Debug, Parser)]
@@ -32,7 +32,9 @@ enum Command {
     Bench(bench::Args),
 }
 
-/// Retrieval methods as spelled on the command line.
+/// Retrieval methods as spelled on the command line: one per [`Method`]
+/// variant ([`MethodArg::of`] maps back, exhaustively, so a new method
+/// cannot be forgotten here), named as [`Method::name`] names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum MethodArg {
     /// Exact softmax retrieval (tiled online-softmax kernel).
@@ -57,6 +59,25 @@ pub enum MethodArg {
     Prf,
     /// The planner picks the cheapest method within --tolerance of dense.
     Auto,
+}
+
+impl MethodArg {
+    /// The command-line spelling of `method`.
+    pub fn of(method: &Method) -> MethodArg {
+        match method {
+            Method::Dense => MethodArg::Dense,
+            Method::DenseNaive => MethodArg::DenseNaive,
+            Method::TopK { .. } => MethodArg::Topk,
+            Method::Random { .. } => MethodArg::Random,
+            Method::Window { .. } => MethodArg::Window,
+            Method::Sparsemax => MethodArg::Sparsemax,
+            Method::Entmax15 => MethodArg::Entmax15,
+            Method::Poly { .. } => MethodArg::Poly,
+            Method::Linear => MethodArg::Linear,
+            Method::Prf { .. } => MethodArg::Prf,
+            Method::Auto { .. } => MethodArg::Auto,
+        }
+    }
 }
 
 /// The flags that parameterise a method.
@@ -138,6 +159,7 @@ impl MethodFlags {
             },
         };
         method.validate()?;
+        debug_assert_eq!(MethodArg::of(&method), arg, "the flag and the method it builds disagree");
         Ok(method)
     }
 }
@@ -146,8 +168,9 @@ impl MethodFlags {
 /// clap cannot see (a combination of flags).
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// From the library.
-    #[error(transparent)]
+    /// From the library; printed with the library's field names mapped to
+    /// the flags that set them ([`flag`]).
+    #[error("{}", lib_message(.0))]
     Lib(#[from] hopfield_gpu::Error),
     /// A flag's value or combination is not allowed.
     #[error("{flag}: {why}")]
@@ -157,6 +180,32 @@ pub enum CliError {
         /// What is wrong.
         why: String,
     },
+}
+
+/// The flag that sets library field `name` (`beta` -> `--beta`,
+/// `max_steps` -> `--steps`); names without a flag are kept.
+pub fn flag(name: &str) -> String {
+    match name {
+        "max_steps" => "--steps".into(),
+        "width" => "--window".into(),
+        "support" => "--support-out".into(),
+        "energy" => "--energy-out".into(),
+        "beta" | "eps" | "k" | "seed" | "delta" | "degree" | "features" | "tolerance" | "method" => format!("--{name}"),
+        other => other.into(),
+    }
+}
+
+/// A library error as the command line says it: field names as flags.
+fn lib_message(e: &Error) -> String {
+    match e {
+        Error::InvalidParameter { name, value, why } => format!("invalid {} = {value}: {why}", flag(name)),
+        Error::Unsupported { option, method, reason } => format!(
+            "unsupported: {}{}: {reason}",
+            flag(option),
+            method.map(|m| format!(" with --method {m}")).unwrap_or_default()
+        ),
+        other => other.to_string(),
+    }
 }
 
 pub(crate) fn context(device: &Option<String>) -> Result<Context, CliError> {
@@ -200,10 +249,50 @@ pub(crate) fn explain(
             Ok(plan.choice)
         }
         Method::Poly { delta, degree } => {
-            let rep = hopfield_gpu::planner::poly_choice(&stats()?, delta, degree, ctx.max_binding())?;
+            let rep = hopfield_gpu::poly_choice(&stats()?, delta, degree, ctx.max_binding())?;
             eprintln!("{rep}");
             Ok(Method::Poly { delta, degree: Some(rep.degree) })
         }
-        m => Ok(m),
+        Method::Dense
+        | Method::DenseNaive
+        | Method::TopK { .. }
+        | Method::Random { .. }
+        | Method::Window { .. }
+        | Method::Sparsemax
+        | Method::Entmax15
+        | Method::Linear
+        | Method::Prf { .. } => Ok(method),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_has_its_flag_spelling() {
+        // MethodArg::of is exhaustive over Method; here every MethodArg maps
+        // to a Method of the same name and back.
+        let flags = MethodFlags { k: Some(3), delta: Some(0.1), tolerance: Some(0.1), ..Default::default() };
+        for &arg in MethodArg::value_variants() {
+            let flags = MethodFlags {
+                k: flags.k.filter(|_| matches!(arg, MethodArg::Topk | MethodArg::Random)),
+                delta: flags.delta.filter(|_| arg == MethodArg::Poly),
+                tolerance: flags.tolerance.filter(|_| arg == MethodArg::Auto),
+                ..Default::default()
+            };
+            let method = flags.method(arg).unwrap();
+            assert_eq!(MethodArg::of(&method), arg);
+            let spelled = arg.to_possible_value().expect("not hidden");
+            assert_eq!(spelled.get_name(), method.name());
+        }
+    }
+
+    #[test]
+    fn library_fields_print_as_flags() {
+        let e = CliError::Lib(Error::InvalidParameter { name: "max_steps", value: "0".into(), why: "x".into() });
+        assert_eq!(e.to_string(), "invalid --steps = 0: x");
+        let e = CliError::Lib(Error::InvalidParameter { name: "delta", value: "2".into(), why: "x".into() });
+        assert_eq!(e.to_string(), "invalid --delta = 2: x");
     }
 }

@@ -1,7 +1,8 @@
-//! Reference for `shaders/dense.wgsl` and `shaders/dense_merge.wgsl`: dense
-//! retrieval `z = softmax(beta Xi x) V`, its log-sum-exp, the most similar
-//! memory, the energy `E(x) = -lse(beta, Xi x) + 0.5 <x, x>` and the iterated
-//! dynamics of SEMANTICS.md ("Dense retrieval", "Energy and iterated dynamics").
+//! Reference for `shaders/dense*.wgsl`: dense retrieval
+//! `z = softmax(beta Xi x) V`, its log-sum-exp, the most similar memory and
+//! the energy `E(x) = -lse(beta, Xi x) + 0.5 <x, x>` of SEMANTICS.md ("Dense
+//! retrieval", "Energy and iterated dynamics"). The dynamics loop is in
+//! [`super::update`].
 
 use super::{dot, Matrix};
 
@@ -58,6 +59,28 @@ pub fn weighted_sum(w: &[f64], values: &Matrix) -> Vec<f64> {
     z
 }
 
+/// The softmax of a score row restricted to `support` (eq. (3.9)): weights
+/// over all M memories, exactly 0 outside the support, and `log sum exp`
+/// over the support. It gathers the support scores in ascending index order
+/// and reuses [`softmax`], so a full support reproduces the dense weights.
+///
+/// # Panics
+/// On an empty support (a 0 / 0 softmax; the method's validation rules it out).
+pub fn support_softmax(s: &[f64], support: &[usize]) -> (Vec<f64>, f64) {
+    let mut mask = vec![false; s.len()];
+    for &mu in support {
+        mask[mu] = true;
+    }
+    let kept: Vec<usize> = (0..s.len()).filter(|&mu| mask[mu]).collect();
+    assert!(!kept.is_empty(), "empty support set: validate the parameters first");
+    let s_kept: Vec<f64> = kept.iter().map(|&mu| s[mu]).collect();
+    let mut w = vec![0.0; s.len()];
+    for (&mu, wk) in kept.iter().zip(softmax(&s_kept)) {
+        w[mu] = wk;
+    }
+    (w, log_sum_exp(&s_kept))
+}
+
 /// One dense update for every query: `z_l = sum_mu softmax(s_l)_mu v_mu`.
 /// `values` is `memories` for auto-association.
 pub fn dense(queries: &Matrix, memories: &Matrix, values: &Matrix, beta: f64) -> DenseStep {
@@ -81,54 +104,9 @@ pub fn energy(x: &[f64], memories: &Matrix, beta: f64) -> f64 {
     -log_sum_exp(&s) / beta + 0.5 * dot(x, x)
 }
 
-/// The outcome of iterating the update rule.
-#[derive(Clone, Debug)]
-pub struct Dynamics {
-    /// `[L, d]` final states.
-    pub state: Matrix,
-    /// Updates applied to each query.
-    pub steps: Vec<usize>,
-    /// Whether the query's last update moved it by at most `eps` (max-norm).
-    pub converged: Vec<bool>,
-    /// Energy of each final state.
-    pub energy: Vec<f64>,
-}
-
-/// Iterate `x <- T(x)` per query, at most `max_steps` times, stopping a query
-/// once an update changes no coordinate by more than `eps`.
-///
-/// `update` maps one state to its next state; the dense rule is
-/// [`dense_update`], and other methods pass their own.
-pub fn dynamics(
-    queries: &Matrix,
-    memories: &Matrix,
-    beta: f64,
-    max_steps: usize,
-    eps: f64,
-    update: impl Fn(&[f64]) -> Vec<f64>,
-) -> Dynamics {
-    let mut state = queries.clone();
-    let mut steps = vec![0; queries.rows];
-    let mut converged = vec![false; queries.rows];
-    for l in 0..queries.rows {
-        for _ in 0..max_steps {
-            let next = update(state.row(l));
-            let change = next.iter().zip(state.row(l)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            state.row_mut(l).copy_from_slice(&next);
-            steps[l] += 1;
-            if change <= eps {
-                converged[l] = true;
-                break;
-            }
-        }
-    }
-    let energy = (0..state.rows).map(|l| energy(state.row(l), memories, beta)).collect();
-    Dynamics { state, steps, converged, energy }
-}
-
-/// The dense update of one state: `T(x) = Xi^T softmax(beta Xi x)`.
-pub fn dense_update<'a>(memories: &'a Matrix, beta: f64) -> impl Fn(&[f64]) -> Vec<f64> + 'a {
-    move |x| weighted_sum(&softmax(&scores(x, memories, beta)), memories)
+/// The dense update of one state, `T(x) = V^T softmax(beta Xi x)`.
+pub fn update(x: &[f64], memories: &Matrix, values: &Matrix, beta: f64) -> Vec<f64> {
+    weighted_sum(&softmax(&scores(x, memories, beta)), values)
 }
 
 #[cfg(test)]
@@ -155,14 +133,5 @@ mod tests {
     #[test]
     fn argmax_prefers_the_lower_index_on_ties() {
         assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
-    }
-
-    #[test]
-    fn a_stored_pattern_is_a_fixed_point_at_high_beta() {
-        let m = Matrix { rows: 2, cols: 2, data: vec![1.0, 0.0, 0.0, 1.0] };
-        let d =
-            dynamics(&Matrix { rows: 1, cols: 2, data: vec![0.9, 0.2] }, &m, 50.0, 10, 1e-9, dense_update(&m, 50.0));
-        assert!((d.state.data[0] - 1.0).abs() < 1e-9 && d.state.data[1].abs() < 1e-9);
-        assert!(d.converged[0]);
     }
 }

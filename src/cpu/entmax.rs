@@ -10,24 +10,8 @@
 use super::dense::{scores, weighted_sum};
 use super::Matrix;
 
-/// The map that replaces softmax.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Normalizer {
-    /// [`sparsemax`]: Euclidean projection onto the simplex (alpha = 2).
-    Sparsemax,
-    /// [`entmax15`]: 1.5-entmax (alpha = 1.5).
-    Entmax15,
-}
-
-impl Normalizer {
-    /// The probability row for a score row.
-    pub fn apply(self, s: &[f64]) -> Vec<f64> {
-        match self {
-            Normalizer::Sparsemax => sparsemax(s),
-            Normalizer::Entmax15 => entmax15(s),
-        }
-    }
-}
+/// A map that replaces softmax: [`sparsemax`] or [`entmax15`].
+pub type Map = fn(&[f64]) -> Vec<f64>;
 
 /// The entries of `s - max(s)`, sorted in descending order.
 ///
@@ -121,29 +105,24 @@ pub struct EntmaxStep {
     pub support: Vec<Vec<usize>>,
 }
 
-/// `z_l = sum_mu p_mu v_mu` with `p = normalizer(beta Xi x_l)` for every query.
+/// `z_l = sum_mu p_mu v_mu` with `p = map(beta Xi x_l)` for every query.
 /// `values` is `memories` for auto-association.
-pub fn entmax(queries: &Matrix, memories: &Matrix, values: &Matrix, beta: f64, normalizer: Normalizer) -> EntmaxStep {
+pub fn entmax(queries: &Matrix, memories: &Matrix, values: &Matrix, beta: f64, map: Map) -> EntmaxStep {
     let mut z = Matrix::zeros(queries.rows, values.cols);
     let mut support = Vec::with_capacity(queries.rows);
     for l in 0..queries.rows {
-        let p = normalizer.apply(&scores(queries.row(l), memories, beta));
+        let p = map(&scores(queries.row(l), memories, beta));
         z.row_mut(l).copy_from_slice(&weighted_sum(&p, values));
         support.push(support_of(&p));
     }
     EntmaxStep { z, support }
 }
 
-/// The sparsemax / entmax update of one state, `T(x) = Xi^T p(beta Xi x)`,
-/// to pass to [`super::dense::dynamics`] (which reports the dense energy).
-pub fn entmax_update<'a>(memories: &'a Matrix, beta: f64, normalizer: Normalizer) -> impl Fn(&[f64]) -> Vec<f64> + 'a {
-    move |x| weighted_sum(&normalizer.apply(&scores(x, memories, beta)), memories)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cpu::dense::{self, softmax};
+    use crate::cpu::update;
     use crate::tolerance::Tolerance;
 
     /// The golden vectors of SEMANTICS.md are printed to 4 decimals, so a
@@ -244,21 +223,21 @@ mod tests {
         let q = Matrix { rows: 1, cols: 1, data: vec![1.0] };
         let mut eye = Matrix::zeros(3, 3);
         (0..3).for_each(|i| eye.row_mut(i)[i] = 1.0);
-        let sm = entmax(&q, &xi, &eye, 1.0, Normalizer::Sparsemax);
+        let sm = entmax(&q, &xi, &eye, 1.0, sparsemax);
         assert_eq!(sm.z.data, vec![0.0, 0.25, 0.75]);
         assert_eq!(sm.support, vec![vec![1, 2]]);
-        let en = entmax(&q, &xi, &xi, 1.0, Normalizer::Entmax15);
+        let en = entmax(&q, &xi, &xi, 1.0, entmax15);
         let [hi, _] = two_point_entmax(0.25, 0.0);
         Tolerance::new(1e-15, 1e-14).check_f64(&en.z.data, &[0.5 * hi]).unwrap();
         // beta scales the scores before the map: beta = 10 makes it one-hot.
-        assert_eq!(entmax(&q, &xi, &eye, 10.0, Normalizer::Sparsemax).z.data, vec![0.0, 0.0, 1.0]);
+        assert_eq!(entmax(&q, &xi, &eye, 10.0, sparsemax).z.data, vec![0.0, 0.0, 1.0]);
     }
 
     #[test]
     fn dynamics_accept_the_entmax_update() {
         let xi = Matrix { rows: 3, cols: 2, data: vec![1.0, 0.0, 0.0, 1.0, -1.0, -1.0] };
         let q = Matrix { rows: 1, cols: 2, data: vec![0.8, 0.3] };
-        let d = dense::dynamics(&q, &xi, 8.0, 10, 1e-12, entmax_update(&xi, 8.0, Normalizer::Sparsemax));
+        let d = update::dynamics(&q, &xi, 8.0, 10, 1e-12, |x| weighted_sum(&sparsemax(&scores(x, &xi, 8.0)), &xi));
         // sparsemax reaches the stored pattern exactly (a finite-step fixed point).
         assert_eq!(d.state.data, vec![1.0, 0.0]);
         assert!(d.converged[0]);

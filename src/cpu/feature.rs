@@ -19,8 +19,23 @@
 
 use super::dense::{log_sum_exp, softmax, weighted_sum};
 use super::{dot, Matrix};
-use crate::feature::poly::horner;
-use crate::feature::prf::linear_feature_map;
+use crate::error::Result;
+use crate::feature::poly::{horner, taylor_coefs};
+use crate::feature::prf::{linear_feature_map, RandomFeatures};
+
+/// The Taylor coefficients `1 / k!`, `k = 0..=degree`, of the polynomial
+/// `--method poly --degree g` uses (monomial basis of t).
+pub fn taylor(degree: usize) -> Vec<f64> {
+    taylor_coefs(degree)
+}
+
+/// The projection W (`features x d`) of `--method prf` with this seed, as the
+/// GPU receives it: drawn in f64, rounded to f32, widened back, so that
+/// [`prf`] with it checks the kernel tightly.
+pub fn prf_projection(d: usize, features: usize, seed: u64, orthogonal: bool) -> Result<Matrix> {
+    let rf = RandomFeatures::new(d, features, seed, orthogonal)?;
+    Ok(Matrix::from_f32(features, d, &rf.w_f32()))
+}
 
 /// `z_l = sum_mu k(x_l, xi_mu) v_mu / sum_mu k(x_l, xi_mu)` for any kernel.
 ///
@@ -94,10 +109,11 @@ mod tests {
     use super::*;
     use crate::cpu::dense::dense;
     use crate::feature::poly::{
-        choose_polynomial, feature_coefficients, feature_map, lemma_3_2_bound, ratio_error_bound, DataBounds, Family,
-        MonomialTable, Polynomial, MAX_DEGREE,
+        choose_polynomial, feature_coefficients, feature_map, lemma_3_2_bound, ratio_error_bound, MonomialTable,
+        Polynomial, MAX_DEGREE,
     };
     use crate::feature::prf::RandomFeatures;
+    use crate::stats::ProblemStats;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
@@ -169,20 +185,18 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         for case in 0..4 {
             let (xq, xm) = (random(&mut rng, l, d, 0.3), random(&mut rng, m, d, 0.3));
-            let bounds = DataBounds::new(&xq, &xm, d, beta).unwrap();
+            let bounds = ProblemStats::new(&xq, &xm, None, d, beta, 1).unwrap();
             let (q, mem) = (Matrix::from_f32(l, d, &xq), Matrix::from_f32(m, d, &xm));
             let want = dense(&q, &mem, &mem, beta).z;
             for delta in [1e-2, 1e-3, 1e-5] {
-                for family in [Family::Taylor, Family::Fitted] {
-                    let c = choose_polynomial(bounds.range(), delta, d, &[family], MAX_DEGREE).unwrap();
-                    let err = max_diff(&poly(&q, &mem, &mem, beta, &c.poly.coefs), &want);
-                    let bound = lemma_3_2_bound(m, bounds.b, delta);
-                    assert!(err <= bound, "case {case}, delta {delta}, {family:?}: {err} > {bound}");
-                    // The M-free bound is ~M times tighter (measured errors sit
-                    // another 10-100x below it), so it is the one that can fail.
-                    let tight = ratio_error_bound(bounds.b, c.poly.achieved_delta);
-                    assert!(err <= tight, "case {case}, delta {delta}, {family:?}: {err} > {tight}");
-                }
+                let c = choose_polynomial(bounds.range(), delta, d, MAX_DEGREE).unwrap();
+                let err = max_diff(&poly(&q, &mem, &mem, beta, &c.poly.coefs), &want);
+                let bound = lemma_3_2_bound(m, bounds.b, delta);
+                assert!(err <= bound, "case {case}, delta {delta}: {err} > {bound}");
+                // The M-free bound is ~M times tighter (measured errors sit
+                // another 10-100x below it), so it is the one that can fail.
+                let tight = ratio_error_bound(bounds.b, c.poly.achieved_delta);
+                assert!(err <= tight, "case {case}, delta {delta}: {err} > {tight}");
             }
         }
     }
@@ -192,7 +206,7 @@ mod tests {
         let (d, m, l, beta) = (4, 64, 16, 1.0);
         let mut rng = ChaCha8Rng::seed_from_u64(6);
         let (xq, xm) = (random(&mut rng, l, d, 0.5), random(&mut rng, m, d, 0.5));
-        let range = DataBounds::new(&xq, &xm, d, beta).unwrap().range();
+        let range = ProblemStats::new(&xq, &xm, None, d, beta, 1).unwrap().range();
         let (q, mem) = (Matrix::from_f32(l, d, &xq), Matrix::from_f32(m, d, &xm));
         let want = dense(&q, &mem, &mem, beta).z;
         // Even degrees: the error of consecutive degrees can tie when the
@@ -200,7 +214,7 @@ mod tests {
         let errs: Vec<f64> = [2, 4, 6, 8]
             .iter()
             .map(|&g| {
-                let p = Polynomial::new(Family::Taylor, g, range).unwrap();
+                let p = Polynomial::new(g, range).unwrap();
                 max_diff(&poly(&q, &mem, &mem, beta, &p.coefs), &want)
             })
             .collect();

@@ -17,8 +17,13 @@
 //! own sum over memories, `<n, phi_q(x_l)>`, which is what the formula above
 //! (and [`crate::cpu::feature`]) computes.
 //!
-//! Nothing here touches the GPU: the later WGSL kernels consume these tables.
+//! Nothing here touches the GPU: the WGSL kernels consume these tables.
 
 pub mod plan;
 pub mod poly;
 pub mod prf;
+
+/// Memories one thread of `shaders/feature_reduce.wgsl` sums (a part).
+/// Fixed, so the summation order, and with it every bit of S and n, depends
+/// only on M; the f32 rounding bound of the planner counts these chains.
+pub const PART_ROWS: usize = 1024;

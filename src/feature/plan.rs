@@ -47,11 +47,6 @@ pub fn efficiency(b: f64, m: usize, l: usize) -> Efficiency {
     Efficiency { b, sqrt_ln_tau: s, ratio, b_is_small: ratio < 1.0 }
 }
 
-/// Whether B is small against `sqrt(ln tau)` (see [`Efficiency::b_is_small`]).
-pub fn b_is_small(b: f64, m: usize, l: usize) -> bool {
-    efficiency(b, m, l).b_is_small
-}
-
 /// Dense retrieval: scores `2 d M L` plus the weighted sum `2 dv M L`
 /// (`4 d M L` when `dv = d`).
 pub fn dense_flops(d: usize, dv: usize, m: usize, l: usize) -> f64 {
@@ -87,14 +82,6 @@ pub fn linear_flops(d: usize, dv: usize, m: usize, l: usize) -> f64 {
     feature_method_flops(d as f64, d as f64, dv, m, l)
 }
 
-/// Top-K sparse retrieval: dense scoring `2 d M L` plus the weighted sum
-/// over K memories `2 K dv L`. Selecting the K largest is not counted
-/// (comparisons, not flops; `O(M L)` at best, which can dominate when d is small).
-pub fn topk_flops(d: usize, dv: usize, k: usize, m: usize, l: usize) -> f64 {
-    let k = k.min(m) as f64;
-    2.0 * (d as f64) * (m as f64) * (l as f64) + 2.0 * k * (dv as f64) * (l as f64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,7 +91,7 @@ mod tests {
         // tau = e^4 rounded: ln(55) = 4.007, sqrt = 2.0018.
         let e = efficiency(1.0, 55, 10);
         assert!((e.sqrt_ln_tau - 55f64.ln().sqrt()).abs() < 1e-15);
-        assert!(e.b_is_small && !b_is_small(2.5, 55, 10));
+        assert!(e.b_is_small && !efficiency(2.5, 55, 10).b_is_small);
         assert!(!efficiency(0.1, 1, 1).b_is_small, "tau = 1 has no almost-linear regime");
     }
 
@@ -113,7 +100,6 @@ mod tests {
         assert_eq!(dense_flops(4, 4, 100, 10), 4.0 * 4.0 * 100.0 * 10.0);
         // r = 15 (d = 4, g = 2), dv = 4: (100 + 10) * (15 * 3 + 2 * 15 * 5).
         assert_eq!(poly_flops(15, 2, 4, 100, 10), 110.0 * (45.0 + 150.0));
-        assert_eq!(topk_flops(4, 4, 8, 100, 10), 2.0 * 4.0 * 1000.0 + 2.0 * 8.0 * 4.0 * 10.0);
         // Doubling M = L doubles the feature methods and quadruples dense.
         let r = poly_flops(70, 4, 4, 2048, 2048) / poly_flops(70, 4, 4, 1024, 1024);
         assert!((r - 2.0).abs() < 1e-12);

@@ -25,73 +25,12 @@
 
 use std::collections::HashMap;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Resource, Result};
 
 /// Points in the verification grid on `[-R, R]` (uniform, both endpoints included).
 pub const GRID_POINTS: usize = 20_001;
 
-/// The highest degree the search and [`Polynomial::new`] accept. Beyond it the
-/// rank `C(d + g, g)` is out of reach for any useful d, and `k!` approaches the
-/// edge of f64.
-pub const MAX_DEGREE: usize = 64;
-
-/// Iterations of Lawson's reweighting in the fitted family. Lawson converges
-/// linearly towards the minimax fit; 40 rounds get within a few percent of it,
-/// which is all a degree search needs (the verified error is what counts).
-const LAWSON_ITERATIONS: usize = 40;
-
-// ---------------------------------------------------------------------------
-// Data bounds
-
-/// Bounds on the data that fix the interval `[-R, R]` the polynomial must cover.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct DataBounds {
-    /// `B = max(|X|_max, |Xi|_max)`: the largest absolute entry (the paper's max-norm).
-    pub b: f64,
-    /// Lemma 3.1's range `R = B^2 beta d`.
-    pub r_lemma: f64,
-    /// The tighter range `R = beta * max_l |x_l|_2 * max_mu |xi_mu|_2`
-    /// (Cauchy-Schwarz; never above `r_lemma`, since `|x|_2 <= sqrt(d) B`).
-    pub r_norm: f64,
-}
-
-impl DataBounds {
-    /// Bounds of row-major queries `[L, d]` and memories `[M, d]` at inverse
-    /// temperature `beta`.
-    pub fn new(queries: &[f32], memories: &[f32], d: usize, beta: f64) -> Result<Self> {
-        check_beta(beta)?;
-        check_rows("queries", queries, d)?;
-        check_rows("memories", memories, d)?;
-        let b = max_abs(queries).max(max_abs(memories));
-        Ok(DataBounds {
-            b,
-            r_lemma: b * b * beta * d as f64,
-            r_norm: beta * max_row_norm(queries, d) * max_row_norm(memories, d),
-        })
-    }
-
-    /// The range to build the polynomial for: the tighter of the two. (The
-    /// `min` only guards against rounding; `r_norm <= r_lemma` in exact math.)
-    pub fn range(&self) -> f64 {
-        self.r_norm.min(self.r_lemma)
-    }
-}
-
-/// Largest absolute entry of `data`, in f64 (0 for empty data).
-pub fn max_abs(data: &[f32]) -> f64 {
-    data.iter().map(|&v| f64::from(v).abs()).fold(0.0, f64::max)
-}
-
-/// Largest Euclidean norm of the rows of row-major `data` with `d` columns,
-/// summed in f64.
-///
-/// # Panics
-/// If `d == 0`.
-pub fn max_row_norm(data: &[f32], d: usize) -> f64 {
-    data.chunks_exact(d)
-        .map(|row| row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt())
-        .fold(0.0, f64::max)
-}
+pub use crate::method::MAX_DEGREE;
 
 /// Lemma 3.2's a-priori bound on the retrieval error, `|Z~ - Z|_max <= 2 M B delta_A`.
 ///
@@ -108,7 +47,8 @@ pub fn lemma_3_2_bound(m: usize, b: f64, delta_a: f64) -> f64 {
 /// then with the exact weights `w_mu` and `e = sum_mu w_mu eps_mu`,
 /// `z~ - z = sum_mu w_mu (eps_mu - e) v_mu / (1 + e)`, whose entries are at most
 /// `max|v| sum_mu w_mu |eps_mu - e| / (1 - delta) <= 2 delta max|v| / (1 - delta)`.
-/// It needs every score inside `[-R, R]` (true for the R of [`DataBounds`])
+/// It needs every score inside `[-R, R]` (true for the R of
+/// [`crate::ProblemStats::range`])
 /// and `b >= |V|_max`; `delta` may be the achieved delta of the polynomial.
 /// Exact arithmetic only: f32 rounding on the GPU comes on top
 /// (see [`monomial_rounding_floor`]).
@@ -120,25 +60,8 @@ fn check_beta(beta: f64) -> Result<()> {
     if beta.is_finite() && beta > 0.0 {
         Ok(())
     } else {
-        Err(Error::invalid("--beta", beta, "beta must be finite and > 0"))
+        Err(Error::invalid("beta", beta, "beta must be finite and > 0"))
     }
-}
-
-fn check_rows(what: &'static str, data: &[f32], d: usize) -> Result<()> {
-    if d == 0 || data.is_empty() {
-        return Err(Error::Empty { what });
-    }
-    if !data.len().is_multiple_of(d) {
-        return Err(Error::ShapeMismatch {
-            what: format!("{what}: length is not a multiple of d = {d}"),
-            expected: data.len().next_multiple_of(d),
-            got: data.len(),
-        });
-    }
-    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-        return Err(Error::NonFinite { what, row: i / d, col: i % d, value: data[i] });
-    }
-    Ok(())
 }
 
 fn check_delta(delta_a: f64) -> Result<()> {
@@ -146,7 +69,7 @@ fn check_delta(delta_a: f64) -> Result<()> {
         Ok(())
     } else {
         // NaN fails both comparisons and lands here too.
-        Err(Error::invalid("--delta", delta_a, "delta_A must lie in (0, 1)"))
+        Err(Error::invalid("delta", delta_a, "delta_A must lie in (0, 1)"))
     }
 }
 
@@ -161,26 +84,9 @@ fn check_range(range: f64) -> Result<()> {
 // ---------------------------------------------------------------------------
 // Polynomials
 
-/// Where a polynomial's coefficients come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    /// `c_k = 1 / k!`. All coefficients positive, so no sign split; positive
-    /// everywhere at even degree (and, where it passes the check, on `[-R, R]`
-    /// at odd degree).
-    Taylor,
-    /// A fit of `e^t` in *relative* error on `[-R, R]` (weighted least squares
-    /// in the Chebyshev basis, reweighted by Lawson's algorithm towards the
-    /// minimax fit), converted to monomial coefficients. Often a few degrees
-    /// lower than Taylor for the same `delta_A`, at the price of coefficients
-    /// of both signs.
-    Fitted,
-}
-
 /// A polynomial `P(t) = sum_k c_k t^k` for `e^t` on `[-R, R]`, with its measured accuracy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Polynomial {
-    /// Where the coefficients come from.
-    pub family: Family,
     /// The degree g (`coefs.len() - 1`).
     pub degree: usize,
     /// `c_0, ..., c_g` in the monomial basis of t.
@@ -193,8 +99,6 @@ pub struct Polynomial {
     /// `min P(t)` over the verification grid; must be > 0 for the kernel to be
     /// a valid normaliser.
     pub min_value: f64,
-    /// Whether some `c_k < 0` (the feature maps then need the sign split).
-    pub has_negative: bool,
     /// `sum_k |c_k| R^k / min P`: how much rounding in the feature-map inner
     /// product can be amplified relative to the smallest kernel value. The
     /// sum of `|phi_q_a phi_k_a|` over features is `sum_k |c_k| (beta <|x|, |y|>)^k`,
@@ -204,37 +108,35 @@ pub struct Polynomial {
 }
 
 impl Polynomial {
-    /// The polynomial of the given family and degree for `[-range, range]`,
-    /// with its accuracy measured by [`verify`]. It may miss any particular
-    /// `delta_A`; check [`Polynomial::is_within`].
-    pub fn new(family: Family, degree: usize, range: f64) -> Result<Self> {
+    /// The Taylor polynomial of `e^t` of this degree, `c_k = 1 / k!`, with
+    /// its accuracy on `[-range, range]` measured by [`verify`]. It may miss
+    /// any particular `delta_A`; check [`Polynomial::is_within`].
+    ///
+    /// Why Taylor only: its coefficients do not depend on R, so S and n
+    /// built for one query set serve every later one whose R the degree
+    /// covers (the bank's cache), and with all `c_k > 0` there is no
+    /// cancellation in the f32 sums. A fitted (minimax) polynomial was a few
+    /// degrees lower at R >= 2, but its coefficients depend on R (one S/n per
+    /// query set) and change sign, and the window where it helps closes near
+    /// R = 6, where f32 rounding alone exceeds 1e-3 ([`monomial_rounding_floor`]);
+    /// it was removed rather than wired to the GPU.
+    pub fn new(degree: usize, range: f64) -> Result<Self> {
         if degree == 0 || degree > MAX_DEGREE {
-            return Err(Error::invalid("--degree", degree, format!("the degree must lie in 1..={MAX_DEGREE}")));
+            return Err(Error::invalid("degree", degree, format!("the degree must lie in 1..={MAX_DEGREE}")));
         }
         check_range(range)?;
-        let coefs = match family {
-            Family::Taylor => taylor_coefs(degree),
-            Family::Fitted => fitted_coefs(degree, range),
-        };
+        let coefs = taylor_coefs(degree);
         let check = verify(&coefs, range);
-        let has_negative = coefs.iter().any(|&c| c < 0.0);
         let abs_sum: f64 = coefs.iter().rev().fold(0.0, |acc, c| acc * range + c.abs());
         let condition = if check.min_value > 0.0 { abs_sum / check.min_value } else { f64::INFINITY };
         Ok(Polynomial {
-            family,
             degree,
             coefs,
             range,
             achieved_delta: check.max_rel_error,
             min_value: check.min_value,
-            has_negative,
             condition,
         })
-    }
-
-    /// `P(t)`, by Horner's rule in f64.
-    pub fn eval(&self, t: f64) -> f64 {
-        horner(&self.coefs, t)
     }
 
     /// Whether the verified relative error is at most `delta_a` and `P > 0` on the grid.
@@ -282,7 +184,8 @@ pub fn verify(coefs: &[f64], range: f64) -> Verification {
     Verification { max_rel_error, min_value }
 }
 
-fn taylor_coefs(degree: usize) -> Vec<f64> {
+/// `1 / k!` for `k = 0..=degree`.
+pub(crate) fn taylor_coefs(degree: usize) -> Vec<f64> {
     let mut coefs = Vec::with_capacity(degree + 1);
     let mut c = 1.0;
     for k in 0..=degree {
@@ -292,132 +195,6 @@ fn taylor_coefs(degree: usize) -> Vec<f64> {
         coefs.push(c);
     }
     coefs
-}
-
-/// Monomial coefficients of a relative-error fit of `e^t` on `[-range, range]`.
-///
-/// Minimises `max_i |P(t_i) e^{-t_i} - 1|` over Chebyshev-Lobatto points by
-/// Lawson's iteratively reweighted least squares, working in the Chebyshev
-/// basis of `u = t / range` (well conditioned) and converting to monomials at
-/// the end. The conversion can lose accuracy when a high Chebyshev
-/// coefficient is below rounding level; [`verify`] then catches it, since it
-/// evaluates the monomial form.
-fn fitted_coefs(degree: usize, range: f64) -> Vec<f64> {
-    if range == 0.0 {
-        // One point, t = 0, where the constant 1 is exact.
-        let mut c = vec![0.0; degree + 1];
-        c[0] = 1.0;
-        return c;
-    }
-    let cols = degree + 1;
-    let n = 16 * cols + 1;
-    let mut basis = vec![0.0; n * cols]; // rows: T_j(u_i) e^{-t_i}
-    for i in 0..n {
-        let u = (std::f64::consts::PI * i as f64 / (n - 1) as f64).cos();
-        let scale = (-range * u).exp();
-        let row = &mut basis[i * cols..(i + 1) * cols];
-        let (mut prev, mut cur) = (1.0, u);
-        row[0] = scale;
-        for (j, slot) in row.iter_mut().enumerate().skip(1) {
-            if j > 1 {
-                (prev, cur) = (cur, 2.0 * u * cur - prev);
-            }
-            *slot = cur * scale;
-        }
-    }
-    let mut weights = vec![1.0 / n as f64; n];
-    let mut best: Option<(f64, Vec<f64>)> = None;
-    for _ in 0..LAWSON_ITERATIONS {
-        let mut a = basis.clone();
-        let mut b = vec![0.0; n];
-        for i in 0..n {
-            let s = weights[i].sqrt();
-            a[i * cols..(i + 1) * cols].iter_mut().for_each(|v| *v *= s);
-            b[i] = s;
-        }
-        let cheb = least_squares(a, n, cols, b);
-        let resid: Vec<f64> = (0..n)
-            .map(|i| (basis[i * cols..(i + 1) * cols].iter().zip(&cheb).map(|(x, c)| x * c).sum::<f64>() - 1.0).abs())
-            .collect();
-        let max = resid.iter().copied().fold(0.0, f64::max);
-        if best.as_ref().is_none_or(|(m, _)| max < *m) {
-            best = Some((max, cheb));
-        }
-        let total: f64 = weights.iter().zip(&resid).map(|(w, r)| w * r).sum();
-        if total.is_nan() || total <= 0.0 {
-            break;
-        }
-        weights.iter_mut().zip(&resid).for_each(|(w, r)| *w *= r / total);
-    }
-    let cheb = best.map(|(_, c)| c).unwrap_or_else(|| vec![0.0; cols]);
-    chebyshev_to_monomial(&cheb, range)
-}
-
-/// `sum_j cheb[j] T_j(t / range)` as monomial coefficients in t.
-fn chebyshev_to_monomial(cheb: &[f64], range: f64) -> Vec<f64> {
-    let n = cheb.len();
-    let mut out = vec![0.0; n];
-    // T_j's coefficients in u, by T_{j+1} = 2u T_j - T_{j-1}.
-    let mut prev = vec![0.0; n];
-    let mut cur = vec![0.0; n];
-    cur[0] = 1.0;
-    for (j, &a) in cheb.iter().enumerate() {
-        if j == 1 {
-            prev = std::mem::replace(&mut cur, vec![0.0; n]);
-            cur[1] = 1.0;
-        } else if j > 1 {
-            let mut next = vec![0.0; n];
-            for k in 0..n {
-                if k > 0 {
-                    next[k] += 2.0 * cur[k - 1];
-                }
-                next[k] -= prev[k];
-            }
-            prev = std::mem::replace(&mut cur, next);
-        }
-        out.iter_mut().zip(&cur).for_each(|(o, c)| *o += a * c);
-    }
-    let mut scale = 1.0;
-    for c in &mut out {
-        *c *= scale;
-        scale /= range;
-    }
-    out
-}
-
-/// Least squares `min |A x - b|` for row-major `A` (`rows x cols`, rows >=
-/// cols) by Householder QR. A column that QR finds dependent gets 0.
-fn least_squares(mut a: Vec<f64>, rows: usize, cols: usize, mut b: Vec<f64>) -> Vec<f64> {
-    let mut diag = vec![0.0; cols];
-    for j in 0..cols {
-        let norm = (j..rows).map(|i| a[i * cols + j].powi(2)).sum::<f64>().sqrt();
-        if norm == 0.0 {
-            continue;
-        }
-        let alpha = if a[j * cols + j] > 0.0 { -norm } else { norm };
-        let mut v: Vec<f64> = (j..rows).map(|i| a[i * cols + j]).collect();
-        v[0] -= alpha;
-        let vv: f64 = v.iter().map(|x| x * x).sum();
-        diag[j] = alpha;
-        if vv == 0.0 {
-            continue;
-        }
-        for k in j + 1..cols {
-            let s: f64 = v.iter().enumerate().map(|(i, vi)| vi * a[(j + i) * cols + k]).sum::<f64>() * 2.0 / vv;
-            v.iter().enumerate().for_each(|(i, vi)| a[(j + i) * cols + k] -= s * vi);
-        }
-        let s: f64 = v.iter().enumerate().map(|(i, vi)| vi * b[j + i]).sum::<f64>() * 2.0 / vv;
-        v.iter().enumerate().for_each(|(i, vi)| b[j + i] -= s * vi);
-    }
-    let mut x = vec![0.0; cols];
-    for j in (0..cols).rev() {
-        if diag[j] == 0.0 {
-            continue;
-        }
-        let s: f64 = (j + 1..cols).map(|k| a[j * cols + k] * x[k]).sum();
-        x[j] = (b[j] - s) / diag[j];
-    }
-    x
 }
 
 /// The outcome of [`choose_polynomial`]: the lowest-degree polynomial that
@@ -434,32 +211,21 @@ pub struct PolyChoice {
     pub rank: Option<u64>,
 }
 
-/// The lowest degree `g <= max_degree` (at most [`MAX_DEGREE`]) for which a
-/// polynomial of one of `families` has verified relative error `<= delta_a`
-/// on `[-range, range]` and is positive there. At equal degree the earlier
-/// family in `families` wins, so list `Taylor` first to prefer all-positive
-/// coefficients.
-pub fn choose_polynomial(
-    range: f64,
-    delta_a: f64,
-    d: usize,
-    families: &[Family],
-    max_degree: usize,
-) -> Result<PolyChoice> {
+/// The lowest degree `g <= max_degree` (at most [`MAX_DEGREE`]) for which
+/// the Taylor polynomial has verified relative error `<= delta_a` on
+/// `[-range, range]` and is positive there.
+pub fn choose_polynomial(range: f64, delta_a: f64, d: usize, max_degree: usize) -> Result<PolyChoice> {
     check_delta(delta_a)?;
     check_range(range)?;
     if d == 0 {
         return Err(Error::invalid("d", d, "the dimension must be at least 1"));
-    }
-    if families.is_empty() {
-        return Err(Error::invalid("families", "[]", "give at least one polynomial family"));
     }
     let floor = monomial_rounding_floor(range, f64::EPSILON / 2.0);
     if 0.1 * floor > delta_a {
         // Not worth a search: no degree can be verified, and the f32 GPU
         // path would be worse still.
         return Err(Error::invalid(
-            "--delta",
+            "delta",
             delta_a,
             format!(
                 "at R = {range:.4} the monomial form of any polynomial close to e^t loses about {floor:.1e} \
@@ -472,19 +238,17 @@ pub fn choose_polynomial(
     let max_degree = max_degree.min(MAX_DEGREE);
     let mut best: Option<Polynomial> = None;
     for g in 1..=max_degree {
-        for &family in families {
-            let p = Polynomial::new(family, g, range)?;
-            if p.is_within(delta_a) {
-                return Ok(PolyChoice { rank: rank(d, g).ok(), poly: p, delta_a, d });
-            }
-            if best.as_ref().is_none_or(|b| p.achieved_delta < b.achieved_delta) {
-                best = Some(p);
-            }
+        let p = Polynomial::new(g, range)?;
+        if p.is_within(delta_a) {
+            return Ok(PolyChoice { rank: rank(d, g).ok(), poly: p, delta_a, d });
+        }
+        if best.as_ref().is_none_or(|b| p.achieved_delta < b.achieved_delta) {
+            best = Some(p);
         }
     }
     let (bg, bd) = best.map(|b| (b.degree, b.achieved_delta)).unwrap_or((0, f64::INFINITY));
     Err(Error::invalid(
-        "--delta",
+        "delta",
         delta_a,
         format!(
             "no polynomial of degree <= {max_degree} reaches this relative error on [-R, R] with \
@@ -524,7 +288,14 @@ pub fn monomial_rounding_floor(range: f64, unit_roundoff: f64) -> f64 {
 /// `N^d` with `|a| <= g`. Exact, in checked arithmetic; an error (not a
 /// panic) when it exceeds `u64::MAX`.
 pub fn rank(d: usize, g: usize) -> Result<u64> {
-    let too_big = || Error::DeviceLimit(format!("the feature rank C(d + g, g) for d = {d}, g = {g} exceeds 2^64"));
+    let too_big = || {
+        Error::limit(
+            format!("the feature rank C(d + g, g) for d = {d}, g = {g}"),
+            Resource::Indices,
+            u128::MAX,
+            u64::MAX,
+        )
+    };
     let n = d.checked_add(g).ok_or_else(too_big)? as u128;
     let k = d.min(g) as u128;
     let mut c: u128 = 1;
@@ -565,17 +336,16 @@ pub fn feature_memory(rank: u64, dv: usize) -> Option<FeatureMemory> {
 /// memory it would need.
 pub fn check_rank(d: usize, g: usize, dv: usize, max_state_bytes: u64) -> Result<FeatureMemory> {
     let r = rank(d, g)?;
-    let mem = feature_memory(r, dv).ok_or_else(|| {
-        Error::DeviceLimit(format!(
-            "polynomial features of degree {g} on d = {d} have rank r = {r}; S and n would need more than 2^64 bytes"
-        ))
-    })?;
+    let what = format!("S and n of polynomial features of degree {g} on d = {d}, rank r = {r} (r (dv + 1) 4 bytes)");
+    let mem =
+        feature_memory(r, dv).ok_or_else(|| Error::limit(&what, Resource::BindingBytes, u128::MAX, max_state_bytes))?;
     if mem.state_bytes > max_state_bytes {
-        return Err(Error::DeviceLimit(format!(
-            "polynomial features of degree {g} on d = {d} have rank r = {r}: S and n need r (dv + 1) 4 = {} bytes \
-             (limit {max_state_bytes}), plus r 4 = {} bytes per feature row",
-            mem.state_bytes, mem.bytes_per_row
-        )));
+        return Err(Error::limit(
+            format!("{what}, plus r 4 = {} bytes per feature row", mem.bytes_per_row),
+            Resource::BindingBytes,
+            mem.state_bytes,
+            max_state_bytes,
+        ));
     }
     Ok(mem)
 }
@@ -625,16 +395,21 @@ impl MonomialTable {
             return Err(Error::invalid("d", d, "the dimension must be at least 1"));
         }
         if degree == 0 {
-            return Err(Error::invalid("--degree", degree, "the degree must be at least 1"));
+            return Err(Error::invalid("degree", degree, "the degree must be at least 1"));
         }
         let r = rank(d, degree)?;
         let limit = max_rank.min(u64::from(u32::MAX));
         if r > limit {
-            return Err(Error::DeviceLimit(format!(
-                "polynomial features of degree {degree} on d = {d} have rank r = {r} (limit {limit}); \
-                 each feature row alone needs r 4 = {} bytes",
-                r.saturating_mul(4)
-            )));
+            return Err(Error::limit(
+                format!(
+                    "polynomial features of degree {degree} on d = {d}, rank r = {r} (each feature row alone needs \
+                     r 4 = {} bytes)",
+                    r.saturating_mul(4)
+                ),
+                Resource::Indices,
+                r,
+                limit,
+            ));
         }
         let r = r as usize;
         let mut table = MonomialTable {
@@ -689,6 +464,7 @@ impl MonomialTable {
     }
 
     /// The multi-index `a` of feature f, as a dense vector of length d.
+    #[cfg(test)]
     pub fn exponents(&self, f: usize) -> Vec<u32> {
         let mut a = vec![0; self.d];
         for &[dim, p] in self.factors(f) {
@@ -703,6 +479,7 @@ impl MonomialTable {
     }
 
     /// The total degree `|a|` of feature f.
+    #[cfg(test)]
     pub fn total_degree(&self, f: usize) -> usize {
         self.factors(f).iter().map(|&[_, p]| p as usize).sum()
     }
@@ -776,6 +553,7 @@ pub fn feature_coefficients(table: &MonomialTable, coefs: &[f64], beta: f64) -> 
 ///
 /// # Panics
 /// If `x.len() != table.d` or `coefs.len() != table.rank()`.
+#[cfg(test)]
 pub fn feature_map(x: &[f64], table: &MonomialTable, coefs: &[f64]) -> Vec<f64> {
     assert_eq!(x.len(), table.d, "feature_map: input dimension");
     assert_eq!(coefs.len(), table.rank(), "feature_map: one coefficient per feature");
@@ -794,13 +572,13 @@ mod tests {
     #[test]
     fn taylor_degree_is_the_lowest_that_passes() {
         let (range, delta) = (0.5, 1e-3);
-        let choice = choose_polynomial(range, delta, 3, &[Family::Taylor], MAX_DEGREE).unwrap();
+        let choice = choose_polynomial(range, delta, 3, MAX_DEGREE).unwrap();
         let g = choice.poly.degree;
         assert!(choice.poly.achieved_delta <= delta, "{choice:?}");
-        assert!(!choice.poly.has_negative);
+        assert!(choice.poly.coefs.iter().all(|&c| c > 0.0));
         // Every lower degree must fail the same grid check (g - 1 and g - 2 included).
         for lower in 1..g {
-            let p = Polynomial::new(Family::Taylor, lower, range).unwrap();
+            let p = Polynomial::new(lower, range).unwrap();
             assert!(!p.is_within(delta), "degree {lower} also passes: {}", p.achieved_delta);
         }
         // The worst point is t = -0.5, where the relative error is about
@@ -811,43 +589,23 @@ mod tests {
 
     #[test]
     fn error_shrinks_as_the_degree_grows() {
-        for family in [Family::Taylor, Family::Fitted] {
-            let errs: Vec<f64> = (1..=10).map(|g| Polynomial::new(family, g, 2.0).unwrap().achieved_delta).collect();
-            for w in errs.windows(2) {
-                assert!(w[1] < w[0], "{family:?}: {errs:?}");
-            }
-            // Measured: Taylor 3.2e-4, fitted 4.6e-8 at degree 10 (R = 2).
-            let want = if family == Family::Taylor { 1e-3 } else { 1e-7 };
-            assert!(errs[9] < want, "{family:?}: {errs:?}");
+        let errs: Vec<f64> = (1..=10).map(|g| Polynomial::new(g, 2.0).unwrap().achieved_delta).collect();
+        for w in errs.windows(2) {
+            assert!(w[1] < w[0], "{errs:?}");
         }
-    }
-
-    #[test]
-    fn fitted_is_never_worse_than_taylor_and_is_verified() {
-        for range in [0.5, 2.0, 5.0] {
-            let t = choose_polynomial(range, 1e-4, 4, &[Family::Taylor], MAX_DEGREE).unwrap();
-            let f = choose_polynomial(range, 1e-4, 4, &[Family::Fitted], MAX_DEGREE).unwrap();
-            assert!(f.poly.degree <= t.poly.degree, "R = {range}: fitted {} > Taylor {}", f.poly.degree, t.poly.degree);
-            // The claim is re-measured here rather than trusted from the struct.
-            let v = verify(&f.poly.coefs, range);
-            assert!(v.max_rel_error <= 1e-4 && v.min_value > 0.0, "{v:?}");
-        }
-        // At R = 5 the fit is several degrees cheaper (measured at delta_A
-        // = 1e-3: Taylor 21, fitted 10).
-        let t = choose_polynomial(5.0, 1e-4, 4, &[Family::Taylor], MAX_DEGREE).unwrap();
-        let f = choose_polynomial(5.0, 1e-4, 4, &[Family::Fitted], MAX_DEGREE).unwrap();
-        assert!(f.poly.degree + 3 <= t.poly.degree, "fitted {} vs Taylor {}", f.poly.degree, t.poly.degree);
+        // Measured: 3.2e-4 at degree 10 (R = 2).
+        assert!(errs[9] < 1e-3, "{errs:?}");
     }
 
     #[test]
     fn unreachable_delta_is_a_typed_error() {
         // Degree cap reached.
-        let err = choose_polynomial(3.0, 1e-6, 4, &[Family::Taylor, Family::Fitted], 4).unwrap_err();
-        assert!(matches!(err, Error::InvalidParameter { name: "--delta", .. }), "{err}");
+        let err = choose_polynomial(3.0, 1e-6, 4, 4).unwrap_err();
+        assert!(matches!(err, Error::InvalidParameter { name: "delta", .. }), "{err}");
         // Rounding floor: at R = 20 no monomial form reaches 1e-3 even in f64
-        // (measured: Taylor's best over g <= 64 is 1.7e2, the fit's 0.96), so the
+        // (measured: Taylor's best over g <= 64 is 1.7e2), so the
         // search is refused up front instead of running to g = 64.
-        let err = choose_polynomial(20.0, 1e-3, 4, &[Family::Taylor, Family::Fitted], MAX_DEGREE).unwrap_err();
+        let err = choose_polynomial(20.0, 1e-3, 4, MAX_DEGREE).unwrap_err();
         assert!(err.to_string().contains("rounding"), "{err}");
     }
 
@@ -865,32 +623,11 @@ mod tests {
     #[test]
     fn bad_parameters_are_rejected() {
         for delta in [0.0, 1.0, -0.5, 2.0, f64::NAN] {
-            assert!(matches!(
-                choose_polynomial(1.0, delta, 2, &[Family::Taylor], 8),
-                Err(Error::InvalidParameter { name: "--delta", .. })
-            ));
+            assert!(matches!(choose_polynomial(1.0, delta, 2, 8), Err(Error::InvalidParameter { name: "delta", .. })));
         }
-        assert!(matches!(
-            Polynomial::new(Family::Taylor, 0, 1.0),
-            Err(Error::InvalidParameter { name: "--degree", .. })
-        ));
-        assert!(matches!(MonomialTable::new(3, 0, 1000), Err(Error::InvalidParameter { name: "--degree", .. })));
-        assert!(matches!(Polynomial::new(Family::Taylor, 2, f64::INFINITY), Err(Error::InvalidParameter { .. })));
-        assert!(matches!(DataBounds::new(&[1.0], &[1.0], 1, 0.0), Err(Error::InvalidParameter { name: "--beta", .. })));
-        assert!(matches!(DataBounds::new(&[1.0, 2.0, 3.0], &[1.0, 2.0], 2, 1.0), Err(Error::ShapeMismatch { .. })));
-        assert!(matches!(
-            DataBounds::new(&[f32::NAN, 0.0], &[1.0, 2.0], 2, 1.0),
-            Err(Error::NonFinite { row: 0, col: 0, .. })
-        ));
-    }
-
-    #[test]
-    fn data_bounds_by_hand() {
-        // X = [[3, 4]], Xi = [[1, 0], [0, -2]]: B = 4; R_lemma = 16 * 0.5 * 2 = 16;
-        // R_norm = 0.5 * 5 * 2 = 5.
-        let b = DataBounds::new(&[3.0, 4.0], &[1.0, 0.0, 0.0, -2.0], 2, 0.5).unwrap();
-        assert_eq!((b.b, b.r_lemma, b.r_norm, b.range()), (4.0, 16.0, 5.0, 5.0));
-        assert_eq!(lemma_3_2_bound(10, 4.0, 1e-3), 0.08);
+        assert!(matches!(Polynomial::new(0, 1.0), Err(Error::InvalidParameter { name: "degree", .. })));
+        assert!(matches!(MonomialTable::new(3, 0, 1000), Err(Error::InvalidParameter { name: "degree", .. })));
+        assert!(matches!(Polynomial::new(2, f64::INFINITY), Err(Error::InvalidParameter { .. })));
     }
 
     #[test]
@@ -900,8 +637,8 @@ mod tests {
         assert_eq!(rank(4, 10).unwrap(), 1001);
         assert_eq!(rank(10, 10).unwrap(), 184_756);
         // C(128, 64) = 2.4e37 > 2^64: an error, not a panic or a wrapped value.
-        assert!(matches!(rank(64, 64), Err(Error::DeviceLimit(_))));
-        assert!(matches!(rank(usize::MAX, 2), Err(Error::DeviceLimit(_))));
+        assert!(matches!(rank(64, 64), Err(Error::DeviceLimit { .. })));
+        assert!(matches!(rank(usize::MAX, 2), Err(Error::DeviceLimit { .. })));
         // C(67, 33) = 1.42e19 < 2^64 = 1.84e19 < C(68, 34) = 2.8e19.
         assert_eq!(rank(34, 33).unwrap(), 14_226_520_737_620_288_370);
         assert!(rank(34, 34).is_err());
@@ -917,7 +654,7 @@ mod tests {
             check_rank(4, 4, 4, 1 << 30).unwrap(),
             FeatureMemory { rank: 70, state_bytes: 70 * 5 * 4, bytes_per_row: 280 }
         );
-        assert!(matches!(MonomialTable::new(16, 12, 1_000_000), Err(Error::DeviceLimit(_))));
+        assert!(matches!(MonomialTable::new(16, 12, 1_000_000), Err(Error::DeviceLimit { .. })));
     }
 
     #[test]

@@ -31,13 +31,6 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
 
-/// The default number of random features, `ceil(d ln d)`, at least 1 (so 1
-/// for d = 1, where `ln d = 0`).
-pub fn default_feature_count(d: usize) -> usize {
-    let d = d as f64;
-    ((d * d.ln()).ceil() as usize).max(1)
-}
-
 /// A drawn projection W for positive random features.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RandomFeatures {
@@ -67,9 +60,9 @@ impl RandomFeatures {
             return Err(Error::invalid("d", d, "the dimension must be at least 1"));
         }
         if m == 0 {
-            return Err(Error::invalid("--features", m, "at least one random feature is needed"));
+            return Err(Error::invalid("features", m, "at least one random feature is needed"));
         }
-        let len = m.checked_mul(d).ok_or_else(|| Error::invalid("--features", m, "m * d overflows"))?;
+        let len = m.checked_mul(d).ok_or_else(|| Error::invalid("features", m, "m * d overflows"))?;
         let mut normal = Normal::new(seed);
         let mut w = Vec::with_capacity(len);
         if orthogonal {
@@ -85,6 +78,7 @@ impl RandomFeatures {
     }
 
     /// Row i of W.
+    #[cfg(test)]
     pub fn row(&self, i: usize) -> &[f64] {
         &self.w[i * self.d..(i + 1) * self.d]
     }
@@ -100,6 +94,7 @@ impl RandomFeatures {
     ///
     /// # Panics
     /// If `x.len() != d`.
+    #[cfg(test)]
     pub fn log_feature_map(&self, x: &[f64], beta: f64) -> Vec<f64> {
         assert_eq!(x.len(), self.d, "log_feature_map: input dimension");
         let s = beta.sqrt();
@@ -111,6 +106,7 @@ impl RandomFeatures {
     }
 
     /// `phi(x) = exp(W x' - |x'|^2 / 2) / sqrt(m)`, `x' = sqrt(beta) x`.
+    #[cfg(test)]
     pub fn feature_map(&self, x: &[f64], beta: f64) -> Vec<f64> {
         self.log_feature_map(x, beta).into_iter().map(f64::exp).collect()
     }
@@ -201,14 +197,8 @@ mod tests {
     use crate::cpu::dot;
 
     #[test]
-    fn default_count() {
-        // ceil(d ln d): d = 2 -> 1.39, 3 -> 3.30, 10 -> 23.03.
-        assert_eq!([1, 2, 3, 10].map(default_feature_count), [1, 2, 4, 24]);
-    }
-
-    #[test]
     fn zero_features_or_dimension_is_rejected() {
-        assert!(matches!(RandomFeatures::new(4, 0, 1, false), Err(Error::InvalidParameter { name: "--features", .. })));
+        assert!(matches!(RandomFeatures::new(4, 0, 1, false), Err(Error::InvalidParameter { name: "features", .. })));
         assert!(matches!(RandomFeatures::new(0, 4, 1, false), Err(Error::InvalidParameter { name: "d", .. })));
     }
 

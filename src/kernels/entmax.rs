@@ -6,10 +6,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::dense::MAX_GROUPS;
-use super::{bind_group, entire, uniform, StepArgs};
-use crate::context::Context;
-use crate::error::{Error, Result};
+use super::{entire, Kernel, Recorder, StepArgs, MAX_GROUPS};
+use crate::error::{Error, Resource, Result};
+use crate::shaders::Shader;
 
 /// Keep in sync with `Params` in shaders/entmax.wgsl.
 #[repr(C)]
@@ -32,8 +31,13 @@ pub(crate) struct EntmaxParams {
     pub _pad: [u32; 2],
 }
 
-/// Bisection steps at most (`MAX_IT` in entmax.wgsl).
+/// Bisection steps at most, handed to entmax.wgsl as the override `MAX_IT`.
 const MAX_IT: usize = 64;
+
+/// The override constants of entmax.wgsl.
+fn constants() -> [(&'static str, f64); 1] {
+    [("MAX_IT", MAX_IT as f64)]
+}
 
 /// Loop iterations one invocation of `threshold` runs for `m` memories, each
 /// loop counted with one more for its exit: the max pass, `MAX_IT` bisection
@@ -44,33 +48,30 @@ fn threshold_cost(m: usize) -> usize {
     (MAX_IT + 4) * (pass + 7) + 1 + 3 * pass + 65
 }
 
-/// Which map replaces softmax.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Map {
-    Sparsemax = 0,
-    Entmax15 = 1,
-}
-
-/// Record one sparsemax / 1.5-entmax step: z (and the support) for `args.l` queries.
+/// Record one sparsemax (`entmax15` false) or 1.5-entmax step: z (and the
+/// support) for `args.l` queries.
 pub(crate) fn encode(
-    ctx: &Context,
+    rec: &mut Recorder<'_>,
     pass: &mut wgpu::ComputePass<'_>,
     args: &StepArgs<'_>,
-    map: Map,
-    scratch: &mut Vec<wgpu::Buffer>,
+    entmax15: bool,
 ) -> Result<()> {
+    let ctx = rec.ctx;
     let bank = args.bank;
     let (m, d, dv) = (bank.len(), bank.dim(), bank.value_dim());
-    let name = if map == Map::Sparsemax { "sparsemax" } else { "entmax15" };
+    let name = if entmax15 { "entmax15" } else { "sparsemax" };
     // Rows of one `weighted` dispatch: ceil(dv/64) columns per thread, each a
     // loop over the rows.
     let run_rows = match ctx.loop_budget() {
         Some(budget) => {
             if threshold_cost(m) > budget || d + 2 > budget {
-                return Err(Error::Unsupported(format!(
-                    "{name} on this driver handles at most {} memories (its loop limiter; M = {m})",
-                    (1..).map(|k| k * 64).take_while(|&mm| threshold_cost(mm) <= budget).last().unwrap_or(0)
-                )));
+                let most = (1..).map(|k| k * 64).take_while(|&mm| threshold_cost(mm) <= budget).last().unwrap_or(0);
+                return Err(Error::limit(
+                    format!("{name}'s threshold search over M = {m} memories (this driver handles at most {most})"),
+                    Resource::LoopIterations,
+                    threshold_cost(m).max(d + 2),
+                    budget as u64,
+                ));
             }
             (budget / dv.div_ceil(64)).saturating_sub(2).max(1)
         }
@@ -79,25 +80,19 @@ pub(crate) fn encode(
     let max_bind = ctx.max_binding() as usize;
     let sub = (max_bind / (m * 4)).min(MAX_GROUPS * MAX_GROUPS / m.div_ceil(64)).min(args.l);
     if sub == 0 || m > u32::MAX as usize / 2 {
-        return Err(Error::DeviceLimit(format!(
-            "{name}: one query's {m} scores do not fit a storage binding of {max_bind} bytes"
-        )));
+        return Err(Error::limit(
+            format!("{name}: one query's {m} scores"),
+            Resource::BindingBytes,
+            (m as u64).saturating_mul(4),
+            ctx.max_binding(),
+        ));
     }
-    let rows = ctx.acquire((sub * m * 4) as u64, wgpu::BufferUsages::STORAGE)?;
-    scratch.push(rows.clone());
-    let dummy;
-    let support = match args.support {
-        Some(s) => s,
-        None => {
-            dummy = ctx.acquire(16, wgpu::BufferUsages::STORAGE)?;
-            scratch.push(dummy.clone());
-            &dummy
-        }
-    };
+    let rows = rec.buffer((sub * m * 4) as u64, wgpu::BufferUsages::STORAGE)?;
+    let support = args.support.unwrap_or(ctx.placeholder());
     let width = if args.support.is_some() { m } else { 0 };
-    let score = ctx.pipeline("entmax", "score", &[])?;
-    let threshold = ctx.pipeline("entmax", "threshold", &[])?;
-    let weighted = ctx.pipeline("entmax", "weighted", &[])?;
+    let score = Kernel::new(ctx, Shader::Entmax, "score", &constants())?;
+    let threshold = Kernel::new(ctx, Shader::Entmax, "threshold", &constants())?;
+    let weighted = Kernel::new(ctx, Shader::Entmax, "weighted", &constants())?;
     for q_off in (0..args.l).step_by(sub) {
         let lq = sub.min(args.l - q_off);
         let params = |seg: usize, r0: usize, r1: usize, first: bool, groups_x: usize| EntmaxParams {
@@ -111,54 +106,36 @@ pub(crate) fn encode(
             r0: r0 as u32,
             r1: r1 as u32,
             first: first as u32,
-            entmax: map as u32,
+            entmax: entmax15 as u32,
             width: width as u32,
             groups_x: groups_x as u32,
             beta: args.beta,
             _pad: [0; 2],
         };
-        pass.set_pipeline(&score);
         for (seg, s) in bank.segments.iter().enumerate() {
             let units = lq * s.rows.div_ceil(64);
             let gx = units.min(MAX_GROUPS);
-            let pbuf = uniform(ctx, &params(seg, 0, 0, false, gx));
-            let group = bind_group(
-                ctx,
-                &score.get_bind_group_layout(0),
-                "entmax score",
-                &[(0, entire(&pbuf)), (1, entire(args.queries)), (2, s.key_binding(d)), (4, entire(&rows))],
-            );
-            pass.set_bind_group(0, &group, &[]);
-            pass.dispatch_workgroups(gx as u32, units.div_ceil(gx) as u32, 1);
+            let bindings = [(1, entire(args.queries)), (2, s.key_binding(d)), (4, entire(&rows))];
+            rec.dispatch(
+                pass,
+                &score,
+                &params(seg, 0, 0, false, gx),
+                &bindings,
+                (gx as u32, units.div_ceil(gx) as u32, 1),
+            )?;
         }
         let gx = lq.min(MAX_GROUPS);
         let gy = lq.div_ceil(gx) as u32;
-        let pbuf = uniform(ctx, &params(0, 0, 0, false, gx));
-        let group = bind_group(
-            ctx,
-            &threshold.get_bind_group_layout(0),
-            "entmax threshold",
-            &[(0, entire(&pbuf)), (4, entire(&rows)), (6, entire(support))],
-        );
-        pass.set_pipeline(&threshold);
-        pass.set_bind_group(0, &group, &[]);
-        pass.dispatch_workgroups(gx as u32, gy, 1);
+        let bindings = [(4, entire(&rows)), (6, entire(support))];
+        rec.dispatch(pass, &threshold, &params(0, 0, 0, false, gx), &bindings, (gx as u32, gy, 1))?;
 
-        pass.set_pipeline(&weighted);
         let mut first = true;
         for (seg, s) in bank.segments.iter().enumerate() {
             for r0 in (0..s.rows).step_by(run_rows.min(s.rows)) {
                 let r1 = (r0 + run_rows).min(s.rows);
-                let pbuf = uniform(ctx, &params(seg, r0, r1, first, gx));
+                let bindings = [(3, s.value_binding(dv)), (4, entire(&rows)), (5, entire(args.z))];
+                rec.dispatch(pass, &weighted, &params(seg, r0, r1, first, gx), &bindings, (gx as u32, gy, 1))?;
                 first = false;
-                let group = bind_group(
-                    ctx,
-                    &weighted.get_bind_group_layout(0),
-                    "entmax weighted",
-                    &[(0, entire(&pbuf)), (3, s.value_binding(dv)), (4, entire(&rows)), (5, entire(args.z))],
-                );
-                pass.set_bind_group(0, &group, &[]);
-                pass.dispatch_workgroups(gx as u32, gy, 1);
             }
         }
     }
@@ -168,6 +145,15 @@ pub(crate) fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shaders::{check_constants, wgsl_struct_size};
+
+    #[test]
+    fn structs_match_the_wgsl_layouts() {
+        assert_eq!(wgsl_struct_size(Shader::Entmax, "Params"), size_of::<EntmaxParams>());
+        for entry in ["score", "threshold", "weighted"] {
+            check_constants(Shader::Entmax, entry, &constants());
+        }
+    }
 
     #[test]
     fn threshold_cost_grows_with_m() {

@@ -1,5 +1,6 @@
-//! Host side of `shaders/window.wgsl`: sliding-window retrieval. The host
-//! computes each query's window with [`crate::cpu::sparse::window_range`] (the
+//! Host side of `shaders/window.wgsl`: sliding-window retrieval (reference:
+//! `src/cpu/window.rs`). The host computes each query's window with
+//! [`crate::method::window_range`] (the
 //! centre `floor(l M / L)` needs more than u32), cuts it into chunks that keep
 //! every invocation inside the driver's loop budget and into the memory
 //! segments it straddles, and records one `part` dispatch per segment and one
@@ -9,10 +10,10 @@
 use bytemuck::{Pod, Zeroable};
 use wgpu::util::DeviceExt;
 
-use super::dense::MAX_GROUPS;
-use super::{bind_group, entire, uniform, StepArgs};
-use crate::context::Context;
-use crate::error::{Error, Result};
+use super::{entire, grid, Kernel, Recorder, StepArgs, MAX_GROUPS};
+use crate::error::{Error, Resource, Result};
+use crate::method::window_range;
+use crate::shaders::Shader;
 
 /// Keep in sync with `Params` in shaders/window.wgsl.
 #[repr(C)]
@@ -34,8 +35,14 @@ pub(crate) struct WindowParams {
     pub _pad: [u32; 3],
 }
 
-/// Window positions per workgroup at most: the size of `sc` in window.wgsl.
+/// Window positions per workgroup at most: the size of `sc` in window.wgsl,
+/// handed to it as the override `CH_MAX`.
 const CH_MAX: usize = 2048;
+
+/// The override constants of window.wgsl.
+fn constants() -> [(&'static str, f64); 1] {
+    [("CH_MAX", CH_MAX as f64)]
+}
 
 /// The largest chunk (window positions per `part` workgroup) whose loops
 /// stay inside `budget` iterations per invocation: per chunk, each thread
@@ -69,77 +76,78 @@ fn segment_of(args: &StepArgs<'_>, g: usize) -> usize {
 
 /// Record one window step: z (and the support) for `args.l` queries.
 pub(crate) fn encode(
-    ctx: &Context,
+    rec: &mut Recorder<'_>,
     pass: &mut wgpu::ComputePass<'_>,
     args: &StepArgs<'_>,
     width: usize,
-    scratch: &mut Vec<wgpu::Buffer>,
 ) -> Result<()> {
+    let ctx = rec.ctx;
     let bank = args.bank;
     let (m, d, dv) = (bank.len(), bank.dim(), bank.value_dim());
     if m > u32::MAX as usize || args.l0 + args.l > u32::MAX as usize {
-        return Err(Error::DeviceLimit("window retrieval indexes memories and queries with u32".into()));
+        return Err(Error::limit(
+            "window retrieval's memory and query indices",
+            Resource::Indices,
+            m.max(args.l0 + args.l),
+            u64::from(u32::MAX),
+        ));
     }
     let chunk = chunk_rows(ctx.loop_budget(), d, dv).ok_or_else(|| {
-        Error::Unsupported(format!("window retrieval cannot fit d = {d}, dv = {dv} into this driver's loop limit"))
+        Error::limit(
+            format!("one window position at d = {d}, dv = {dv}"),
+            Resource::LoopIterations,
+            d + dv,
+            ctx.loop_budget().unwrap_or(0) as u64,
+        )
     })?;
     // (a, b, first segment, last segment) per query of the batch.
     let wins: Vec<[u32; 4]> = (args.l0..args.l0 + args.l)
         .map(|gl| {
-            let r = crate::cpu::sparse::window_range(gl, args.l_total, m, width);
+            let r = window_range(gl, args.l_total, m, width);
             [r.start as u32, r.end as u32, segment_of(args, r.start) as u32, segment_of(args, r.end - 1) as u32]
         })
         .collect();
     let n_chunks = wins.iter().map(|w| (w[1] - w[0]) as usize).max().unwrap_or(1).div_ceil(chunk);
     let n_segs = wins.iter().map(|w| (w[3] - w[2]) as usize + 1).max().unwrap_or(1);
-    let support_cols = if args.support.is_some() {
-        super::support_width(&crate::Method::Window { width: Some(width) }, m).unwrap_or(0)
-    } else {
-        0
-    };
+    let support_cols = if args.support.is_some() { width.min(m) } else { 0 };
     if let Some(budget) = ctx.loop_budget() {
         // merge: two passes over the slots, then ceil(dv/64) more, then the support columns.
         let slots = n_chunks * n_segs;
         let cost = 2 * (slots + n_segs + 1) + dv.div_ceil(64) * (slots + n_segs + 1) + support_cols.div_ceil(64) + 4;
         if cost > budget {
-            return Err(Error::Unsupported(format!(
-                "a window of {width} memories over {n_segs} segments exceeds this driver's loop limit"
-            )));
+            return Err(Error::limit(
+                format!("merging a window of {width} memories over {n_segs} segments"),
+                Resource::LoopIterations,
+                cost,
+                budget as u64,
+            ));
         }
     }
     let slots = n_chunks * n_segs;
     let max_bind = ctx.max_binding() as usize;
     let sub = (max_bind / (slots * dv * 4)).min(max_bind / (slots * 8)).min(MAX_GROUPS * MAX_GROUPS).min(args.l);
     if sub == 0 {
-        return Err(Error::DeviceLimit(format!(
-            "the partial results of one query's window ({slots} chunks of {dv} floats) do not fit a storage binding"
-        )));
+        return Err(Error::limit(
+            format!("the partial results of one query's window ({slots} chunks of {dv} floats)"),
+            Resource::BindingBytes,
+            slots * dv.max(2) * 4,
+            ctx.max_binding(),
+        ));
     }
-    let win = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+    let win = ctx.device().create_buffer_init(&wgpu::util::BufferInitDescriptor {
         label: Some("windows"),
         contents: bytemuck::cast_slice(&wins),
         usage: wgpu::BufferUsages::STORAGE,
     });
-    let part_o = ctx.acquire((sub * slots * dv * 4) as u64, wgpu::BufferUsages::STORAGE)?;
-    let part_stats = ctx.acquire((sub * slots * 8) as u64, wgpu::BufferUsages::STORAGE)?;
-    let dummy;
-    let support = match args.support {
-        Some(s) => s,
-        None => {
-            dummy = ctx.acquire(16, wgpu::BufferUsages::STORAGE)?;
-            scratch.push(dummy.clone());
-            &dummy
-        }
-    };
-    scratch.push(part_o.clone());
-    scratch.push(part_stats.clone());
+    let part_o = rec.buffer((sub * slots * dv * 4) as u64, wgpu::BufferUsages::STORAGE)?;
+    let part_stats = rec.buffer((sub * slots * 8) as u64, wgpu::BufferUsages::STORAGE)?;
+    let support = args.support.unwrap_or(ctx.placeholder());
 
-    let part = ctx.pipeline("window", "part", &[])?;
-    let merge = ctx.pipeline("window", "merge", &[])?;
+    let part = Kernel::new(ctx, Shader::Window, "part", &constants())?;
+    let merge = Kernel::new(ctx, Shader::Window, "merge", &constants())?;
     for q_off in (0..args.l).step_by(sub) {
         let lq = sub.min(args.l - q_off);
-        let groups_x = lq.min(MAX_GROUPS);
-        let groups_y = lq.div_ceil(groups_x);
+        let (gx, gy) = grid(lq);
         let batch = &wins[q_off..q_off + lq];
         let s_first = batch.iter().map(|w| w[2]).min().unwrap_or(0) as usize;
         let s_last = batch.iter().map(|w| w[3]).max().unwrap_or(0) as usize;
@@ -155,48 +163,30 @@ pub(crate) fn encode(
             n_chunks: n_chunks as u32,
             n_segs: n_segs as u32,
             width: support_cols as u32,
-            groups_x: groups_x as u32,
+            groups_x: gx,
             beta: args.beta,
             _pad: [0; 3],
         };
-        pass.set_pipeline(&part);
         for seg in s_first..=s_last {
             let s = &bank.segments[seg];
-            let pbuf = uniform(ctx, &params(seg));
-            let group = bind_group(
-                ctx,
-                &part.get_bind_group_layout(0),
-                "window part",
-                &[
-                    (0, entire(&pbuf)),
-                    (1, entire(args.queries)),
-                    (2, entire(&win)),
-                    (3, s.key_binding(d)),
-                    (4, s.value_binding(dv)),
-                    (5, entire(&part_o)),
-                    (6, entire(&part_stats)),
-                ],
-            );
-            pass.set_bind_group(0, &group, &[]);
-            pass.dispatch_workgroups(groups_x as u32, groups_y as u32, n_chunks as u32);
-        }
-        let pbuf = uniform(ctx, &params(s_first));
-        let group = bind_group(
-            ctx,
-            &merge.get_bind_group_layout(0),
-            "window merge",
-            &[
-                (0, entire(&pbuf)),
+            let bindings = [
+                (1, entire(args.queries)),
                 (2, entire(&win)),
+                (3, s.key_binding(d)),
+                (4, s.value_binding(dv)),
                 (5, entire(&part_o)),
                 (6, entire(&part_stats)),
-                (7, entire(args.z)),
-                (8, entire(support)),
-            ],
-        );
-        pass.set_pipeline(&merge);
-        pass.set_bind_group(0, &group, &[]);
-        pass.dispatch_workgroups(groups_x as u32, groups_y as u32, 1);
+            ];
+            rec.dispatch(pass, &part, &params(seg), &bindings, (gx, gy, n_chunks as u32))?;
+        }
+        let bindings = [
+            (2, entire(&win)),
+            (5, entire(&part_o)),
+            (6, entire(&part_stats)),
+            (7, entire(args.z)),
+            (8, entire(support)),
+        ];
+        rec.dispatch(pass, &merge, &params(s_first), &bindings, (gx, gy, 1))?;
     }
     Ok(())
 }
@@ -204,6 +194,15 @@ pub(crate) fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shaders::{check_constants, wgsl_struct_size};
+
+    #[test]
+    fn structs_match_the_wgsl_layouts() {
+        assert_eq!(wgsl_struct_size(Shader::Window, "Params"), size_of::<WindowParams>());
+        for entry in ["part", "merge"] {
+            check_constants(Shader::Window, entry, &constants());
+        }
+    }
 
     #[test]
     fn chunks_respect_the_loop_budget() {

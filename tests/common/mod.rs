@@ -1,12 +1,13 @@
 //! Shared by the GPU test binaries: one context per binary (lavapipe compiles
 //! each pipeline on first use, so sharing it keeps the suite fast), seeded
-//! random data, and the reference-vs-GPU comparison.
+//! random data, the test bank, and the reference-vs-GPU comparison.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 use std::sync::OnceLock;
 
+use hopfield_gpu::cpu::Matrix;
 use hopfield_gpu::tolerance::Tolerance;
-use hopfield_gpu::{Context, ContextOptions};
+use hopfield_gpu::{Context, ContextOptions, MemoryBank};
 use rand::{Rng, SeedableRng};
 
 /// The shared context. With no adapter this panics, so every GPU test fails
@@ -23,10 +24,25 @@ pub fn ctx() -> &'static Context {
     })
 }
 
+/// A context whose storage bindings hold at most 4 KiB, so that small banks
+/// are cut into several segments and batches (the chunked paths).
+pub fn small_binding_ctx() -> Context {
+    Context::new(&ContextOptions { max_binding_bytes: Some(4096), ..Default::default() }).expect("an adapter")
+}
+
 /// `rows x cols` values uniform in `[-scale, scale]`, reproducible from `seed`.
 pub fn random(seed: u64, rows: usize, cols: usize, scale: f32) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     (0..rows * cols).map(|_| rng.random_range(-scale..=scale)).collect()
+}
+
+/// A bank of the `m` memories `xi` of dimension `d`, with separate values
+/// `(v, dv)` if given, and the reference's matrix of its values.
+pub fn bank(ctx: &Context, xi: &[f32], m: usize, d: usize, values: Option<(&[f32], usize)>) -> (MemoryBank, Matrix) {
+    match values {
+        Some((v, dv)) => (MemoryBank::with_values(ctx, xi, m, d, v, dv).unwrap(), Matrix::from_f32(m, dv, v)),
+        None => (MemoryBank::new(ctx, xi, m, d).unwrap(), Matrix::from_f32(m, d, xi)),
+    }
 }
 
 /// Panic with the tolerance's report if `got` is not close to `want`.

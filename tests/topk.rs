@@ -1,5 +1,6 @@
 //! Top-K and random-mask retrieval on the GPU against the f64 CPU reference
-//! (src/cpu/sparse.rs), and the command line's `--k` / `--support-out`.
+//! (src/cpu/topk.rs), and the command line's `--k` / `--support-out`.
+//! Their dynamics are in tests/update.rs.
 //!
 //! Data. Supports are compared exactly, so the top-K cases use keys and
 //! queries on a grid of multiples of 1/8 in [-1, 1] with beta a power of two:
@@ -15,33 +16,22 @@
 //! sqrt(d) * 6e-8 * |beta <x, xi>| < 1e-5 for random masks, which score the
 //! chosen memories in f32) as a relative error, and z is a convex combination
 //! of values bounded by 1; sums over <= 1500 terms add ~1e-4 relative in the
-//! worst case. Hence z: abs 1e-4 + rel 1e-4; energies (|E| ~ 10) abs 1e-4 +
-//! rel 1e-5.
+//! worst case. Hence z: abs 1e-4 + rel 1e-4.
 
 mod common;
 
 use std::process::Command;
 
-use common::{assert_close, ctx, random};
-use hopfield_gpu::cpu::sparse::{self, Support};
+use common::{assert_close, bank, ctx, random, small_binding_ctx};
 use hopfield_gpu::cpu::{self, Matrix};
 use hopfield_gpu::tolerance::Tolerance;
-use hopfield_gpu::{Context, ContextOptions, MemoryBank, Method, RetrieveOptions};
+use hopfield_gpu::{Context, MemoryBank, Method, RetrieveOptions};
 
 const Z_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
-const E_TOL: Tolerance = Tolerance::new(1e-4, 1e-5);
 
 /// `rows x cols` values on the grid {-1, -7/8, ..., 7/8, 1}.
 fn grid(seed: u64, rows: usize, cols: usize) -> Vec<f32> {
     random(seed, rows, cols, 1.0).into_iter().map(|v| (v * 8.0).round() / 8.0).collect()
-}
-
-fn support_of(method: Method) -> Support {
-    match method {
-        Method::TopK { k } => Support::TopK { k },
-        Method::Random { k, seed } => Support::Random { k, seed },
-        other => panic!("not a sparse-selection method: {other:?}"),
-    }
 }
 
 /// Retrieve with `method` on the GPU (with support output) and compare z and
@@ -60,28 +50,20 @@ fn check_with(
     want_support: bool,
 ) {
     let l = x.len() / d;
-    let (bank, v) = match values {
-        Some((v, dv)) => (MemoryBank::with_values(ctx, xi, m, d, v, dv).unwrap(), Matrix::from_f32(m, dv, v)),
-        None => (MemoryBank::new(ctx, xi, m, d).unwrap(), Matrix::from_f32(m, d, xi)),
-    };
+    let (bank, v) = bank(ctx, xi, m, d, values);
     let opts = RetrieveOptions { method, beta, max_steps: 1, eps: 0.0, energy: false, support: want_support };
     let got = ctx.retrieve(&bank, x, &opts).unwrap_or_else(|e| panic!("{what}: {e}"));
-    let want = sparse::sparse(
-        &Matrix::from_f32(l, d, x),
-        &Matrix::from_f32(m, d, xi),
-        &v,
-        f64::from(beta),
-        support_of(method),
-    );
+    let want =
+        cpu::retrieve(&method, &Matrix::from_f32(l, d, x), &Matrix::from_f32(m, d, xi), &v, f64::from(beta)).unwrap();
     assert_close(&format!("{what}: z"), &got.z, &want.z.data, Z_TOL);
+    // Every step of top-K and random masks is one retrieval, and so is the
+    // step count reported (hetero-association included).
+    assert_eq!(got.steps, vec![1; l], "{what}: steps");
     if want_support {
         let s = got.support.as_ref().unwrap_or_else(|| panic!("{what}: no support returned"));
-        let width = match method {
-            Method::TopK { k } | Method::Random { k, .. } => k.min(m),
-            _ => unreachable!(),
-        };
+        let width = method.support_width(m).expect("a sparse method");
         assert_eq!(s.width, width, "{what}: support width");
-        for (q, want_q) in want.support.iter().enumerate() {
+        for (q, want_q) in want.support.as_ref().expect("a support").iter().enumerate() {
             let got_q: Vec<usize> = s.indices[q * width..(q + 1) * width].iter().map(|&i| i as usize).collect();
             assert_eq!(&got_q, want_q, "{what}: support of query {q}");
         }
@@ -242,7 +224,7 @@ fn queries_in_several_batches_keep_their_global_index() {
     // A 4 KiB binding limit cuts 600 queries into batches (retrieve.rs) and
     // sub-batches (the partial lists): the random draw of query l depends on
     // its global index, which both must carry through.
-    let small = Context::new(&ContextOptions { max_binding_bytes: Some(4096), ..Default::default() }).unwrap();
+    let small = small_binding_ctx();
     let (d, m, l) = (4, 100, 600);
     let xi = grid(901, m, d);
     let x = grid(902, l, d);
@@ -256,7 +238,7 @@ fn banks_of_several_segments_match_reference() {
     // A 4 KiB binding limit cuts 300 memories of d = 24 into segments: the
     // selection runs per segment, and each segment's merge folds in the
     // winners it holds (values and, for random, keys are bound per segment).
-    let small = Context::new(&ContextOptions { max_binding_bytes: Some(4096), ..Default::default() }).unwrap();
+    let small = small_binding_ctx();
     let (d, m, l) = (24, 300, 9);
     let xi = grid(951, m, d);
     let x = grid(952, l, d);
@@ -268,38 +250,6 @@ fn banks_of_several_segments_match_reference() {
     }
     let v = random(953, m, 3, 1.0);
     check_with(&small, "segments hetero", &xi, &x, Some((&v, 3)), m, d, 0.5, Method::TopK { k: 20 }, true);
-}
-
-#[test]
-#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
-fn dynamics_match_reference_per_query() {
-    let ctx = ctx();
-    let (d, m, l) = (16, 60, 10);
-    let beta = 2.0f32;
-    let xi = random(1001, m, d, 1.0);
-    let x = random(1002, l, d, 1.0);
-    let bank = MemoryBank::new(ctx, &xi, m, d).unwrap();
-    let (xs, xim) = (Matrix::from_f32(l, d, &x), Matrix::from_f32(m, d, &xi));
-    for method in [Method::TopK { k: 3 }, Method::TopK { k: 70 }, Method::Random { k: 20, seed: 4 }] {
-        for (steps, eps) in [(3, 0.0f32), (30, 1e-4)] {
-            let opts = RetrieveOptions { method, beta, max_steps: steps, eps, energy: true, support: false };
-            let r = ctx.retrieve(&bank, &x, &opts).unwrap();
-            let want =
-                sparse::sparse_dynamics(&xs, &xim, f64::from(beta), steps as usize, f64::from(eps), support_of(method));
-            let what = format!("{method:?} steps={steps} eps={eps}");
-            assert_close(&format!("{what}: states"), &r.z, &want.state.data, Z_TOL);
-            // Sparse methods report the dense energy E(x) of the final state.
-            assert_close(&format!("{what}: energy"), r.energy.as_ref().unwrap(), &want.energy, E_TOL);
-            assert_eq!(r.converged, want.converged, "{what}: converged");
-            for (q, (&g, &w)) in r.steps.iter().zip(&want.steps).enumerate() {
-                // As in tests/dense.rs: one step of slack where a change lands within f32 rounding of eps.
-                assert!(
-                    (g as i64 - w as i64).abs() <= 1,
-                    "{what}: query {q}: {g} steps on the GPU, {w} in the reference"
-                );
-            }
-        }
-    }
 }
 
 /// Decode an int32 C-order .npy: (shape, data).
@@ -344,23 +294,17 @@ fn cli_rejects_k_zero_and_writes_the_support() {
     assert!(err.contains("k = 0") && !err.contains("panicked"), "the message must name k: {err}");
     assert!(!zp.exists(), "no output on failure");
 
-    for (method, support) in [("topk", Support::TopK { k }), ("random", Support::Random { k, seed: 0 })] {
-        let ok = run(method, &k.to_string(), &["--support-out", sp.to_str().unwrap()]);
-        assert!(ok.status.success(), "{method}: {}", String::from_utf8_lossy(&ok.stderr));
+    for (name, method) in [("topk", Method::TopK { k }), ("random", Method::Random { k, seed: 0 })] {
+        let ok = run(name, &k.to_string(), &["--support-out", sp.to_str().unwrap()]);
+        assert!(ok.status.success(), "{name}: {}", String::from_utf8_lossy(&ok.stderr));
         let (shape, got) = read_i32_npy(&std::fs::read(&sp).unwrap());
-        assert_eq!(shape, vec![l, k], "{method}: support shape");
-        let want = sparse::sparse(
-            &Matrix::from_f32(l, d, &x),
-            &Matrix::from_f32(m, d, &xi),
-            &Matrix::from_f32(m, d, &xi),
-            0.5,
-            support,
-        );
-        let want: Vec<i32> = want.support.iter().flatten().map(|&i| i as i32).collect();
-        assert_eq!(got, want, "{method}: --support-out vs the reference");
+        assert_eq!(shape, vec![l, k], "{name}: support shape");
+        let (xs, xim) = (Matrix::from_f32(l, d, &x), Matrix::from_f32(m, d, &xi));
+        let want = cpu::retrieve(&method, &xs, &xim, &xim, 0.5).unwrap().support.unwrap();
+        let want: Vec<i32> = want.iter().flatten().map(|&i| i as i32).collect();
+        assert_eq!(got, want, "{name}: --support-out vs the reference");
         // And the library gives the same.
         let bank = MemoryBank::new(ctx(), &xi, m, d).unwrap();
-        let method = if method == "topk" { Method::TopK { k } } else { Method::Random { k, seed: 0 } };
         let opts = RetrieveOptions { method, beta: 0.5, max_steps: 1, eps: 1e-5, energy: false, support: true };
         assert_eq!(ctx().retrieve(&bank, &x, &opts).unwrap().support.unwrap().indices, got);
     }
