@@ -349,27 +349,21 @@ pub(crate) fn resolve(method: Method, stats: Option<&ProblemStats>, max_state_by
              on the device; give the polynomial's degree explicitly, or plan with ProblemStats and plan()",
         )
     };
-    match method {
-        Method::Auto { tolerance } => {
-            Ok(plan(stats.ok_or_else(|| need_stats(method))?, tolerance, max_state_bytes)?.choice)
-        }
-        Method::Poly { delta, degree } => match (stats, degree) {
+    // Only these two methods depend on the data; every other method is
+    // already what runs (so a new method needs nothing here).
+    if let Method::Auto { tolerance } = method {
+        return Ok(plan(stats.ok_or_else(|| need_stats(method))?, tolerance, max_state_bytes)?.choice);
+    }
+    if let Method::Poly { delta, degree } = method {
+        return match (stats, degree) {
             (Some(stats), _) => {
                 Ok(Method::Poly { delta, degree: Some(poly_choice(stats, delta, degree, max_state_bytes)?.degree) })
             }
             (None, Some(_)) => Ok(method),
             (None, None) => Err(need_stats(method)),
-        },
-        Method::Dense
-        | Method::DenseNaive
-        | Method::TopK { .. }
-        | Method::Random { .. }
-        | Method::Window { .. }
-        | Method::Sparsemax
-        | Method::Entmax15
-        | Method::Linear
-        | Method::Prf { .. } => Ok(method),
+        };
     }
+    Ok(method)
 }
 
 #[cfg(test)]

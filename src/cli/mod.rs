@@ -239,30 +239,21 @@ pub(crate) fn explain(
     method: Method,
     stats: impl FnOnce() -> Result<hopfield_gpu::ProblemStats, CliError>,
 ) -> Result<Method, CliError> {
-    match method {
-        Method::Auto { tolerance } => {
-            let plan = hopfield_gpu::plan(&stats()?, tolerance, ctx.max_binding())?;
-            eprintln!("{plan}");
-            if let Some(rep) = plan.candidates.iter().find(|c| c.method == plan.choice).and_then(|c| c.poly.as_ref()) {
-                eprintln!("{rep}");
-            }
-            Ok(plan.choice)
-        }
-        Method::Poly { delta, degree } => {
-            let rep = hopfield_gpu::poly_choice(&stats()?, delta, degree, ctx.max_binding())?;
+    // Only these two depend on the data; the other methods are what runs.
+    if let Method::Auto { tolerance } = method {
+        let plan = hopfield_gpu::plan(&stats()?, tolerance, ctx.max_binding())?;
+        eprintln!("{plan}");
+        if let Some(rep) = plan.candidates.iter().find(|c| c.method == plan.choice).and_then(|c| c.poly.as_ref()) {
             eprintln!("{rep}");
-            Ok(Method::Poly { delta, degree: Some(rep.degree) })
         }
-        Method::Dense
-        | Method::DenseNaive
-        | Method::TopK { .. }
-        | Method::Random { .. }
-        | Method::Window { .. }
-        | Method::Sparsemax
-        | Method::Entmax15
-        | Method::Linear
-        | Method::Prf { .. } => Ok(method),
+        return Ok(plan.choice);
     }
+    if let Method::Poly { delta, degree } = method {
+        let rep = hopfield_gpu::poly_choice(&stats()?, delta, degree, ctx.max_binding())?;
+        eprintln!("{rep}");
+        return Ok(Method::Poly { delta, degree: Some(rep.degree) });
+    }
+    Ok(method)
 }
 
 #[cfg(test)]

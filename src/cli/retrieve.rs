@@ -1,9 +1,11 @@
 //! `hopfield-gpu retrieve`: memories and queries from .npy, z (and energies) to .npy.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 
 use hopfield_gpu::npy;
 use hopfield_gpu::{MemoryBank, RetrieveOptions};
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{CliError, MethodArg, MethodFlags};
 
@@ -103,7 +105,29 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
         Some(v) => MemoryBank::with_values(&ctx, &mem.data, mem.rows, mem.cols, &v.data, v.cols)?,
         None => MemoryBank::new(&ctx, &mem.data, mem.rows, mem.cols)?,
     };
-    let r = ctx.retrieve(&bank, &q.data, &opts)?;
+    let r = if opts.max_steps > 8 {
+        // Long dynamics: a bar of steps done (all batches) and queries still
+        // moving, drawn only when stderr is a terminal.
+        let bar = ProgressBar::new(u64::from(opts.max_steps)).with_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} step {pos}/{len} {msg}")
+                .expect("a valid template"),
+        );
+        let r = ctx.retrieve_observed(&bank, &q.data, &opts, &mut |p| {
+            bar.set_position(u64::from(p.steps_done));
+            bar.set_message(format!(
+                "batch {}/{}: {} of {} queries still moving",
+                p.batch + 1,
+                p.batches,
+                p.moving,
+                p.batch_queries
+            ));
+            ControlFlow::Continue(())
+        });
+        bar.finish_and_clear();
+        r?
+    } else {
+        ctx.retrieve(&bank, &q.data, &opts)?
+    };
     npy::write_f32_2d(&args.out, r.rows, r.cols, &r.z)?;
     if let (Some(path), Some(e)) = (&args.energy_out, &r.energy) {
         npy::write_f32_1d(path, e)?;

@@ -254,67 +254,57 @@ impl<'a> Job<'a> {
                 encoder.clear_buffer(&bufs.active, 0, None);
             }
             let mut pass = passes.begin(encoder);
-            match opts.method {
-                Method::Dense => {
-                    dense::encode_partial(
-                        rec,
-                        &mut pass,
-                        self.bank,
-                        &self.plan,
-                        state,
-                        lb,
-                        &bufs.partials,
-                        opts.beta,
-                        false,
-                    )?;
-                    let mode = if self.iterate { MergeMode::Step } else { MergeMode::Retrieve };
-                    dense::encode_merge(
-                        rec,
-                        &mut pass,
-                        &self.plan,
-                        &bufs.partials,
-                        &bufs.target,
-                        &bufs.info,
-                        &bufs.active,
-                        lb,
-                        self.cols,
-                        mode,
-                        opts.beta,
-                        opts.eps,
-                    )?;
-                }
-                Method::DenseNaive => {
-                    // The naive kernel writes z; the statistics come from the
-                    // tiled kernel's scoring pass (finish) so that both report
-                    // alike. `partials.stats` (16 bytes per query and split)
-                    // holds the naive kernel's 8-byte running max and sum.
-                    let stats = &bufs.partials.stats;
-                    dense::encode_naive(rec, &mut pass, self.bank, &bufs.queries, lb, &bufs.target, stats, opts.beta)?;
-                }
-                Method::TopK { .. }
-                | Method::Random { .. }
-                | Method::Window { .. }
-                | Method::Sparsemax
-                | Method::Entmax15
-                | Method::Poly { .. }
-                | Method::Linear
-                | Method::Prf { .. }
-                | Method::Auto { .. } => {
-                    let z = bufs.z.as_ref().unwrap_or(&bufs.target);
-                    let args = StepArgs {
-                        bank: self.bank,
-                        queries: state,
-                        l: lb,
-                        l0,
-                        l_total: self.l,
-                        beta: opts.beta,
-                        z,
-                        support: bufs.support.as_ref(),
-                    };
-                    kernels::encode_step(rec, &mut pass, &opts.method, &args)?;
-                    if let Some(z) = &bufs.z {
-                        update::encode(rec, &mut pass, z, &bufs.target, &bufs.info, &bufs.active, lb, d, opts.eps)?;
-                    }
+            // Dense runs its own two passes (the merge does the dynamics'
+            // bookkeeping); every other method goes through encode_step.
+            if opts.method == Method::Dense {
+                dense::encode_partial(
+                    rec,
+                    &mut pass,
+                    self.bank,
+                    &self.plan,
+                    state,
+                    lb,
+                    &bufs.partials,
+                    opts.beta,
+                    false,
+                )?;
+                let mode = if self.iterate { MergeMode::Step } else { MergeMode::Retrieve };
+                dense::encode_merge(
+                    rec,
+                    &mut pass,
+                    &self.plan,
+                    &bufs.partials,
+                    &bufs.target,
+                    &bufs.info,
+                    &bufs.active,
+                    lb,
+                    self.cols,
+                    mode,
+                    opts.beta,
+                    opts.eps,
+                )?;
+            } else if opts.method == Method::DenseNaive {
+                // The naive kernel writes z; the statistics come from the
+                // tiled kernel's scoring pass (finish) so that both report
+                // alike. `partials.stats` (16 bytes per query and split)
+                // holds the naive kernel's 8-byte running max and sum.
+                let stats = &bufs.partials.stats;
+                dense::encode_naive(rec, &mut pass, self.bank, &bufs.queries, lb, &bufs.target, stats, opts.beta)?;
+            } else {
+                let z = bufs.z.as_ref().unwrap_or(&bufs.target);
+                let args = StepArgs {
+                    bank: self.bank,
+                    queries: state,
+                    l: lb,
+                    l0,
+                    l_total: self.l,
+                    beta: opts.beta,
+                    z,
+                    support: bufs.support.as_ref(),
+                };
+                kernels::encode_step(rec, &mut pass, &opts.method, &args)?;
+                if let Some(z) = &bufs.z {
+                    update::encode(rec, &mut pass, z, &bufs.target, &bufs.info, &bufs.active, lb, d, opts.eps)?;
                 }
             }
         }
