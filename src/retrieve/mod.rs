@@ -237,6 +237,16 @@ impl Context {
         let batches = l.div_ceil(job.batch);
         for (bi, start) in (0..l).step_by(job.batch).enumerate() {
             let lb = job.batch.min(l - start);
+            let progress = |steps_done, moving| Progress {
+                batch: bi,
+                batches,
+                queries_done: start,
+                batch_queries: lb,
+                queries: l,
+                steps_done,
+                max_steps: job.opts.max_steps,
+                moving,
+            };
             self.queue().write_buffer(&bufs.queries, 0, bytemuck::cast_slice(&queries[start * d..(start + lb) * d]));
             let timer = self.timer();
             let mut passes = job::Passes::new(timer.as_ref());
@@ -255,17 +265,7 @@ impl Context {
                     let moving = u32::from_le_bytes(
                         moving[0][..4].try_into().map_err(|_| Error::internal("a 4-byte counter read back short"))?,
                     );
-                    let progress = Progress {
-                        batch: bi,
-                        batches,
-                        queries_done: start,
-                        batch_queries: lb,
-                        queries: l,
-                        steps_done: done,
-                        max_steps: job.opts.max_steps,
-                        moving,
-                    };
-                    if observer(&progress).is_break() {
+                    if observer(&progress(done, moving)).is_break() {
                         return Err(Error::Cancelled { steps_done: done });
                     }
                     if moving == 0 {
@@ -309,17 +309,8 @@ impl Context {
             if let (Some(t), Some(total)) = (&timer, out.gpu_time.as_mut()) {
                 *total += t.elapsed(bytes.last().map_or(&[][..], |b| &b[..])).unwrap_or_default();
             }
-            let progress = Progress {
-                batch: bi,
-                batches,
-                queries_done: start,
-                batch_queries: lb,
-                queries: l,
-                steps_done: done,
-                max_steps: job.opts.max_steps,
-                moving: infos.iter().filter(|q| job.iterate && q.converged == 0).count() as u32,
-            };
-            if observer(&progress).is_break() && start + lb < l {
+            let still_moving = infos.iter().filter(|q| job.iterate && q.converged == 0).count() as u32;
+            if observer(&progress(done, still_moving)).is_break() && start + lb < l {
                 return Err(Error::Cancelled { steps_done: done });
             }
         }
