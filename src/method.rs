@@ -79,6 +79,17 @@ pub enum Method {
     },
 }
 
+/// The kernel families of ARCHITECTURE.md (`auto` is planned among the
+/// feature methods and dense).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Dense,
+    Topk,
+    Window,
+    Entmax,
+    Feature,
+}
+
 /// The highest polynomial degree [`Method::Poly`] accepts. Beyond it the
 /// rank `C(d + g, g)` is out of reach for any useful d, and `k!` approaches
 /// the edge of f64.
@@ -104,7 +115,24 @@ impl Method {
 
     /// Whether this is one of the two dense kernels.
     pub fn is_dense(self) -> bool {
-        matches!(self, Method::Dense | Method::DenseNaive)
+        self.family() == Family::Dense
+    }
+
+    /// Whether this is a kernel (feature-map) method: S and n built once per
+    /// bank, then each query answered from them (`auto` may become one).
+    pub fn is_kernel_method(self) -> bool {
+        self.family() == Family::Feature
+    }
+
+    /// The kernel family that runs it.
+    fn family(self) -> Family {
+        match self {
+            Method::Dense | Method::DenseNaive => Family::Dense,
+            Method::TopK { .. } | Method::Random { .. } => Family::Topk,
+            Method::Window { .. } => Family::Window,
+            Method::Sparsemax | Method::Entmax15 => Family::Entmax,
+            Method::Poly { .. } | Method::Linear | Method::Prf { .. } | Method::Auto { .. } => Family::Feature,
+        }
     }
 
     /// Check the method's own parameters. Errors name the field

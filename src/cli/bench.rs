@@ -240,10 +240,6 @@ fn random(rng: &mut rand::rngs::StdRng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-scale..=scale)).collect()
 }
 
-fn is_feature(m: Method) -> bool {
-    matches!(m, Method::Poly { .. } | Method::Linear | Method::Prf { .. } | Method::Auto { .. })
-}
-
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort_unstable();
     v[v.len() / 2]
@@ -264,7 +260,7 @@ fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliEr
     let opts = RetrieveOptions { method: c.method, beta, max_steps: c.steps, eps: 0.0, energy: false, support: false };
     // Feature methods build S and n once per bank; timing them on a fresh
     // bank each run counts that build, as Theorem 3.1's total cost does.
-    let wall_only = c.wall || is_feature(c.method);
+    let wall_only = c.wall || c.method.is_kernel_method();
 
     // Warm-up: compiles the pipelines and fills the buffer pool.
     let first = ctx.retrieve(&bank, &queries, &opts)?;
