@@ -124,6 +124,22 @@ pub enum Error {
     #[error("internal error (a bug in hopfield-gpu, please report it): {0}")]
     Internal(String),
 
+    /// A size taken from a file or a flag needs more host memory than is
+    /// available ([`crate::available_memory`]), or more than u64 can count.
+    #[error(
+        "{what} needs {}, more than the {} of memory available",
+        needed.map_or("more than 2^64 bytes".to_string(), show_bytes),
+        available.map_or("unknown amount".to_string(), show_bytes)
+    )]
+    HostMemory {
+        /// What would have been allocated.
+        what: String,
+        /// Bytes it needs; `None` when that overflows u64.
+        needed: Option<u64>,
+        /// Bytes available when it was checked, where the system says.
+        available: Option<u64>,
+    },
+
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -209,6 +225,22 @@ impl fmt::Display for Resource {
     }
 }
 
+/// `n` bytes in the largest binary unit that keeps it >= 1, for messages.
+pub(crate) fn show_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 impl Error {
     pub(crate) fn invalid(name: &'static str, value: impl ToString, why: impl Into<String>) -> Self {
         Error::InvalidParameter { name, value: value.to_string(), why: why.into() }
@@ -244,6 +276,13 @@ pub(crate) fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_read_as_units() {
+        assert_eq!(show_bytes(512), "512 bytes");
+        assert_eq!(show_bytes(4 << 40), "4.0 TiB");
+        assert_eq!(show_bytes(1536), "1.5 KiB");
+    }
 
     #[test]
     fn gpu_messages_are_one_line() {

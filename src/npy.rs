@@ -4,7 +4,12 @@
 //! Reading is strict: a file that is not exactly a C-order 2-D array of
 //! float32, float64 or uint8, with exactly as many data bytes as its shape
 //! needs, is an [`Error::BadFile`] whose message names what was wrong. No input
-//! file makes this module panic or allocate more than the file can fill.
+//! file makes this module panic or allocate more than the file can fill, and
+//! no input is read beyond what its header claims (plus one byte, to detect
+//! extra data). A claim that cannot fit in the memory available
+//! ([`crate::available_memory`]) is refused before any data is read, so a pipe whose
+//! header claims terabytes fails at once instead of being read until the
+//! process is killed.
 //!
 //! [`npyz`] parses the header and decodes the data. Before it sees the header,
 //! `guard_header` rejects the few headers that would make npyz panic or take
@@ -70,15 +75,34 @@ const MAX_HEADER_DEPTH: usize = 3;
 /// [`Error::Io`] if the file cannot be opened or read; [`Error::BadFile`] if it
 /// is not a `.npy` file, has a malformed header, is in Fortran order, is not
 /// 2-D, has an unsupported dtype, or holds fewer or more data bytes than its
-/// shape needs.
+/// shape needs; [`Error::HostMemory`] if its shape, as f32, needs more memory
+/// than is available.
 pub fn read_2d(path: &Path) -> Result<Array2> {
+    let file = File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    // The exact length of a regular file; none for a pipe, socket or device.
+    let len = file.metadata().ok().filter(std::fs::Metadata::is_file).map(|m| m.len());
+    read_from(BufReader::new(file), len, path)
+}
+
+/// [`read_2d`] from any reader (a pipe, a socket, bytes in memory), whose
+/// length is not known in advance; `name` names it in errors.
+///
+/// At most the bytes the header claims, plus one to detect extra data, are
+/// read, and a claim beyond the memory available is refused before any data
+/// is read ([`crate::check_host_memory`]).
+///
+/// # Errors
+/// As [`read_2d`], and [`Error::HostMemory`] for a shape whose f32 data would
+/// not fit in the memory available.
+pub fn read_2d_from(reader: impl Read, name: &Path) -> Result<Array2> {
+    read_from(BufReader::new(reader), None, name)
+}
+
+/// The reader behind [`read_2d`] and [`read_2d_from`]; `len` is the exact
+/// length of the input where it is known (a regular file).
+fn read_from(mut reader: impl Read, len: Option<u64>, path: &Path) -> Result<Array2> {
     let io_err = |source| Error::Io { path: path.to_path_buf(), source };
     let bad = |why: String| Error::BadFile { path: path.to_path_buf(), why };
-
-    let file = File::open(path).map_err(io_err)?;
-    // Only a hint for preallocation: it is 0 for pipes, and the header may lie.
-    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut reader = BufReader::new(file);
 
     let prefix = read_header_bytes(&mut reader).map_err(|e| match e {
         HeaderError::Io(source) => io_err(source),
@@ -125,11 +149,33 @@ pub fn read_2d(path: &Path) -> Result<Array2> {
     if count.checked_mul(size_of::<f32>()).is_none() {
         return Err(too_big());
     }
+    let needed = prefix.len() as u64 + data_bytes;
+    // A regular file's length is known: a short or long one is refused
+    // before its data is read.
+    match len {
+        Some(len) if len < needed => {
+            return Err(bad(format!(
+                "file ends after {} of {data_bytes} data bytes (shape {shape:?}, dtype {})",
+                len - prefix.len() as u64,
+                dtype_name(&dtype)
+            )));
+        }
+        Some(len) if len > needed => return Err(bad(extra_bytes(Some(len - needed), data_bytes, &shape, &dtype))),
+        _ => {}
+    }
+    // The data read comes to `count` f32 values, whatever the input: refuse
+    // before reading when that cannot fit (a pipe claiming terabytes would
+    // otherwise be read until the process is killed).
+    crate::host::check_allocation(
+        || format!("{}: shape {shape:?} (as f32)", path.display()),
+        (count as u64).checked_mul(size_of::<f32>() as u64),
+    )?;
 
     // Never trust the header for an allocation: reserve at most what the file
     // can hold, so a 100-byte file claiming 10^12 elements fails on reading,
-    // not on allocating.
-    let capacity = file_len.saturating_sub(prefix.len() as u64) / kind.size();
+    // not on allocating. Where the length is unknown the vector grows as data
+    // arrives.
+    let capacity = len.unwrap_or(0).saturating_sub(prefix.len() as u64) / kind.size();
     let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).min(count);
 
     let mut counted = Counting { inner: reader, bytes: 0 };
@@ -160,20 +206,24 @@ pub fn read_2d(path: &Path) -> Result<Array2> {
     let mut probe = Vec::with_capacity(1);
     counted.inner.take(1).read_to_end(&mut probe).map_err(io_err)?;
     if !probe.is_empty() {
-        let needed = prefix.len() as u64 + data_bytes;
-        let size = match file_len.checked_sub(needed) {
-            Some(1) => "1 extra byte".to_string(),
-            Some(n) if n > 1 => format!("{n} extra bytes"),
-            _ => "extra bytes".to_string(),
-        };
-        return Err(bad(format!(
-            "file has {size} after the {data_bytes} data bytes that shape {shape:?} \
-             of dtype {} needs",
-            dtype_name(&dtype)
-        )));
+        return Err(bad(extra_bytes(None, data_bytes, &shape, &dtype)));
     }
 
     Ok(Array2 { rows, cols, data })
+}
+
+/// The message for data beyond what the shape needs (`extra` bytes of it,
+/// where known).
+fn extra_bytes(extra: Option<u64>, data_bytes: u64, shape: &[u64], dtype: &DType) -> String {
+    let size = match extra {
+        Some(1) => "1 extra byte".to_string(),
+        Some(n) => format!("{n} extra bytes"),
+        None => "extra bytes".to_string(),
+    };
+    format!(
+        "file has {size} after the {data_bytes} data bytes that shape {shape:?} of dtype {} needs",
+        dtype_name(dtype)
+    )
 }
 
 /// Write f32 data as a 2-D C-order `.npy` file (version 1.0 header, dtype

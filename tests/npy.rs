@@ -411,3 +411,83 @@ fn writers_check_the_shape_and_report_io_errors() {
         other => panic!("expected Io, got {other:?}"),
     }
 }
+
+/// Issue 8 §6.9: a header claiming a huge shape followed by an endless stream
+/// (`cat header /dev/zero | ... --memories /dev/stdin`) was read until the
+/// process was killed. Now the claim is checked against the memory available
+/// before any data is read.
+#[test]
+fn an_endless_stream_claiming_a_huge_shape_is_refused_before_reading() {
+    /// An endless reader of zeros that counts what it delivered.
+    struct Zeros(u64);
+    impl std::io::Read for Zeros {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            buf.fill(0);
+            self.0 += buf.len() as u64;
+            // A stand-in for the OOM kill: the test fails instead of hanging.
+            assert!(self.0 < 1 << 30, "read a GiB of an endless stream");
+            Ok(buf.len())
+        }
+    }
+    let header = npy_bytes("<f4", false, "(1000000, 1000000)", &[]);
+    let mut zeros = Zeros(0);
+    let name = Path::new("/dev/stdin");
+    match npy::read_2d_from(std::io::Read::chain(&header[..], &mut zeros), name) {
+        Err(Error::HostMemory { what, needed, .. }) => {
+            assert!(what.contains("/dev/stdin") && what.contains("[1000000, 1000000]"), "{what}");
+            assert_eq!(needed, Some(4_000_000_000_000));
+        }
+        other => panic!("expected HostMemory, got {other:?}"),
+    }
+    assert!(zeros.0 <= 1 << 16, "read {} bytes of data before refusing", zeros.0);
+    let msg = npy::read_2d_from(std::io::Read::chain(&header[..], std::io::repeat(0)), name).unwrap_err().to_string();
+    assert!(msg.contains("3.6 TiB") && msg.contains("available"), "{msg}");
+
+    // A claim that fits is read as far as it goes, plus the probe for extra
+    // data (and buffering): the stream does not run on.
+    let header = npy_bytes("<f4", false, "(1000, 10)", &[]);
+    let mut zeros = Zeros(0);
+    match npy::read_2d_from(std::io::Read::chain(&header[..], &mut zeros), name) {
+        Err(Error::BadFile { why, .. }) => assert!(why.contains("extra bytes after the 40000 data bytes"), "{why}"),
+        other => panic!("expected BadFile, got {other:?}"),
+    }
+    assert!(zeros.0 <= 40_000 + 16_384, "read {} bytes", zeros.0);
+}
+
+/// The same through a real pipe and the command line (`--memories /dev/stdin`).
+#[test]
+fn the_command_refuses_a_huge_claim_on_stdin_at_once() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q.npy");
+    npy::write_f32_2d(&q, 1, 2, &[1.0, 0.0]).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hopfield-gpu"))
+        .args(["retrieve", "--memories", "/dev/stdin", "--queries", q.to_str().unwrap(), "--beta", "1", "--out"])
+        .arg(dir.path().join("z.npy"))
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let header = npy_bytes("<f4", false, "(1000000, 1000000)", &[]);
+        let zeros = vec![0u8; 1 << 16];
+        if stdin.write_all(&header).is_err() {
+            return 0u64;
+        }
+        // Until the reader goes away (a broken pipe), or 1 GiB: the old
+        // reader would have taken all of it, and more.
+        let mut sent = 0u64;
+        while sent < 1 << 30 && stdin.write_all(&zeros).is_ok() {
+            sent += zeros.len() as u64;
+        }
+        sent
+    });
+    let out = child.wait_with_output().unwrap();
+    let sent = feeder.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("/dev/stdin") && err.contains("memory available"), "{err}");
+    assert!(sent < 1 << 30, "the command read {sent} bytes of an endless stream");
+}
