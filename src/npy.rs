@@ -227,7 +227,8 @@ fn extra_bytes(extra: Option<u64>, data_bytes: u64, shape: &[u64], dtype: &DType
 }
 
 /// Write f32 data as a 2-D C-order `.npy` file (version 1.0 header, dtype
-/// `<f4`), replacing any existing file.
+/// `<f4`), replacing any existing file atomically (every writer here does:
+/// on failure `path` is left as it was and no partial file remains).
 ///
 /// # Errors
 /// [`Error::ShapeMismatch`] if `data.len() != rows * cols`; [`Error::Io`] if the
@@ -484,35 +485,125 @@ fn dtype_name(dtype: &DType) -> String {
 
 /// Check the shape of 2-D data, then write it.
 fn write_2d<T: npyz::Serialize>(path: &Path, rows: usize, cols: usize, data: &[T], dtype: &'static str) -> Result<()> {
-    let expected = rows.checked_mul(cols);
-    if expected != Some(data.len()) {
-        return Err(Error::ShapeMismatch {
-            what: format!("values given for {} vs rows x cols = {rows} x {cols}", path.display()),
-            expected: expected.unwrap_or(usize::MAX),
-            got: data.len(),
-        });
-    }
+    check_2d(path, rows, cols, data.len())?;
     write_nd(path, &[rows as u64, cols as u64], data, dtype)
 }
 
+/// `len` values for a `rows x cols` array bound for `path`.
+fn check_2d(path: &Path, rows: usize, cols: usize, len: usize) -> Result<()> {
+    let expected = rows.checked_mul(cols);
+    if expected != Some(len) {
+        return Err(Error::ShapeMismatch {
+            what: format!("values given for {} vs rows x cols = {rows} x {cols}", path.display()),
+            expected: expected.unwrap_or(usize::MAX),
+            got: len,
+        });
+    }
+    Ok(())
+}
+
 /// Write `data` (whose length the caller has checked against `shape`) as a
-/// C-order `.npy` file of the given little-endian dtype.
+/// C-order `.npy` file of the given little-endian dtype, atomically: staged
+/// ([`stage_nd`]), then committed.
 fn write_nd<T: npyz::Serialize>(path: &Path, shape: &[u64], data: &[T], dtype: &'static str) -> Result<()> {
+    stage_nd(path, shape, data, dtype)?.commit()
+}
+
+/// A complete output file, written and synced under a temporary name beside
+/// its target, not yet visible there. [`Staged::commit`] renames it over the
+/// target; dropping it instead deletes it and leaves the target as it was.
+///
+/// Staging every output of a run before committing any lets a run that fails
+/// on its third file leave the first two untouched too.
+#[derive(Debug)]
+pub struct Staged {
+    tmp: tempfile::NamedTempFile,
+    path: std::path::PathBuf,
+}
+
+impl Staged {
+    /// Rename the staged file over its target (atomic within a directory).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the rename fails (the target is a directory, the
+    /// directory went away); the temporary file is then removed.
+    pub fn commit(self) -> Result<()> {
+        let Staged { tmp, path } = self;
+        tmp.persist(&path).map_err(|e| Error::Io { path, source: e.error })?;
+        Ok(())
+    }
+
+    /// The path the file will have once committed.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// [`write_f32_2d`], staged: nothing is visible at `path` until
+/// [`Staged::commit`].
+///
+/// # Errors
+/// As [`write_f32_2d`].
+pub fn stage_f32_2d(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<Staged> {
+    check_2d(path, rows, cols, data.len())?;
+    stage_nd(path, &[rows as u64, cols as u64], data, "<f4")
+}
+
+/// [`write_f32_1d`], staged.
+///
+/// # Errors
+/// As [`write_f32_1d`].
+pub fn stage_f32_1d(path: &Path, data: &[f32]) -> Result<Staged> {
+    stage_nd(path, &[data.len() as u64], data, "<f4")
+}
+
+/// [`write_i32_2d`], staged.
+///
+/// # Errors
+/// As [`write_i32_2d`].
+pub fn stage_i32_2d(path: &Path, rows: usize, cols: usize, data: &[i32]) -> Result<Staged> {
+    check_2d(path, rows, cols, data.len())?;
+    stage_nd(path, &[rows as u64, cols as u64], data, "<i4")
+}
+
+/// The data go to a temporary file in the target's directory, which is
+/// flushed and synced. A failure at any point (a full disk, a size limit)
+/// removes the temporary file and leaves `path` as it was, so a failed run
+/// never leaves a partial output nor harms an existing file. The new file
+/// gets the permissions `File::create` would give a new file (0o666 less the
+/// umask), not those of a file it replaces.
+fn stage_nd<T: npyz::Serialize>(path: &Path, shape: &[u64], data: &[T], dtype: &'static str) -> Result<Staged> {
     let io_err = |source| Error::Io { path: path.to_path_buf(), source };
     // Little-endian whatever the host, so files are byte-identical everywhere.
     let dtype: TypeStr = dtype.parse().expect("dtype strings in this file are valid");
-    let file = File::create(path).map_err(io_err)?;
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".hopfield-gpu-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    // Dropping `tmp` on an early return deletes the temporary file.
+    let tmp = builder.tempfile_in(dir).map_err(io_err)?;
     let mut writer = npyz::WriteOptions::new()
         .dtype(DType::Plain(dtype))
         .shape(shape)
-        .writer(BufWriter::new(file))
+        .writer(BufWriter::new(tmp.as_file()))
         .begin_nd()
         .map_err(io_err)?;
     for value in data {
         writer.push(value).map_err(io_err)?;
     }
     // `finish` checks the element count and flushes; dropping would hide errors.
-    writer.finish().map_err(io_err)
+    writer.finish().map_err(io_err)?;
+    // Errors a filesystem reports only on sync (quota, NFS) come out here,
+    // before the rename makes the file visible.
+    tmp.as_file().sync_all().map_err(io_err)?;
+    Ok(Staged { tmp, path: path.to_path_buf() })
 }
 
 #[cfg(test)]

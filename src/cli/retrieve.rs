@@ -128,12 +128,17 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     } else {
         ctx.retrieve(&bank, &q.data, &opts)?
     };
-    npy::write_f32_2d(&args.out, r.rows, r.cols, &r.z)?;
+    // Every output is staged before any is committed, so a failure on the
+    // last one leaves the others (and any files they would replace) as they were.
+    let mut staged = vec![npy::stage_f32_2d(&args.out, r.rows, r.cols, &r.z)?];
     if let (Some(path), Some(e)) = (&args.energy_out, &r.energy) {
-        npy::write_f32_1d(path, e)?;
+        staged.push(npy::stage_f32_1d(path, e)?);
     }
     if let (Some(path), Some(s)) = (&args.support_out, &r.support) {
-        npy::write_i32_2d(path, r.rows, s.width, &s.indices)?;
+        staged.push(npy::stage_i32_2d(path, r.rows, s.width, &s.indices)?);
+    }
+    for s in staged {
+        s.commit()?;
     }
     let converged = r.converged.iter().filter(|&&c| c).count();
     let max_steps = r.steps.iter().max().copied().unwrap_or(0);
