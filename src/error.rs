@@ -140,6 +140,17 @@ pub enum Error {
         available: Option<u64>,
     },
 
+    /// A result is finite in f64 but does not fit the f32 it is returned
+    /// in (an energy beyond +-3.4e38), or is not finite at all. Never
+    /// returned as +-inf instead.
+    #[error("{what} is {value:e}, outside the range of f32 (+-3.4e38)")]
+    OutOfRange {
+        /// Which quantity, and what it was computed from.
+        what: String,
+        /// Its value in f64.
+        value: f64,
+    },
+
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
