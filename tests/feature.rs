@@ -388,3 +388,35 @@ fn bench_runs_poly_and_auto_single_configurations() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("sqrt(ln tau)") && err.contains("choice: poly"), "{err}");
 }
+
+/// Issue 8 §6.3: `--features 1000000000` tried to allocate W (64 GB) before
+/// any size check and aborted; 1e8 spent 25 s and 6.4 GB before refusing,
+/// with a message ("m and d must stay below 24968") that read oddly at
+/// d = 8. Every size is now checked before W is drawn.
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn huge_feature_counts_are_refused_before_drawing_w() {
+    let ctx = ctx();
+    let c = Case::new(150, 8, 20, 3, None, 0.5);
+    let bank = c.bank(ctx);
+    for features in [100_000_000, 1_000_000_000, usize::MAX / 2] {
+        for orthogonal in [false, true] {
+            let method = Method::Prf { features: Some(features), seed: 0, orthogonal };
+            let err = ctx.retrieve(&bank, &c.x, &opts(method, 1.0)).unwrap_err();
+            assert!(matches!(err, Error::DeviceLimit { .. }), "{features}: {err}");
+            let msg = err.to_string();
+            assert!(msg.contains(&features.to_string()) && msg.contains("at most"), "{msg}");
+            assert!(!msg.contains("m and d"), "{msg}");
+        }
+    }
+    // With bindings of 4 KiB, S and n ([r, d + 1] f32) of 200 features need
+    // 7200 bytes, and W of 100 features at d = 8 fits but S (3600) too: the
+    // first is refused, the second runs.
+    let small = small_binding_ctx();
+    let bank = c.bank(&small);
+    let err = small
+        .retrieve(&bank, &c.x, &opts(Method::Prf { features: Some(200), seed: 0, orthogonal: false }, 1.0))
+        .unwrap_err();
+    assert!(matches!(err, Error::DeviceLimit { .. }) && err.to_string().contains("at most r = 113"), "{err}");
+    small.retrieve(&bank, &c.x, &opts(Method::Prf { features: Some(100), seed: 0, orthogonal: false }, 1.0)).unwrap();
+}
