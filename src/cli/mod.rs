@@ -100,7 +100,7 @@ pub struct MethodFlags {
     /// Degree of the polynomial (poly); default: the lowest that meets --delta.
     #[arg(long, value_name = "G")]
     degree: Option<usize>,
-    /// Random features m (prf); default ceil(d ln d).
+    /// Random features m (prf); default max(ceil(d ln d), 64).
     #[arg(long, value_name = "M")]
     features: Option<usize>,
     /// Draw the random features in orthogonal blocks (prf).
