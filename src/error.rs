@@ -254,7 +254,7 @@ pub(crate) fn show_bytes(n: u64) -> String {
 
 impl Error {
     pub(crate) fn invalid(name: &'static str, value: impl ToString, why: impl Into<String>) -> Self {
-        Error::InvalidParameter { name, value: value.to_string(), why: why.into() }
+        Error::InvalidParameter { name, value: compact_number(value.to_string()), why: why.into() }
     }
 
     pub(crate) fn limit(what: impl Into<String>, resource: Resource, need: impl TryInto<u64>, limit: u64) -> Self {
@@ -275,6 +275,19 @@ impl Error {
     }
 }
 
+/// A number as a message shows it: Rust's `Display` writes floats in full
+/// decimal (1e300 as 301 digits), so a long one is rewritten in exponent
+/// form. The text round-trips, so parsing it back gives the same value and
+/// `{:e}` its shortest exponent form. Integers of up to 20 digits (every
+/// u64) and other text are left as they are.
+pub(crate) fn compact_number(text: String) -> String {
+    let long = if text.contains('.') { text.len() > 16 } else { text.len() > 20 };
+    match text.parse::<f64>() {
+        Ok(v) if long && v.is_finite() => format!("{v:e}"),
+        _ => text,
+    }
+}
+
 /// `text` with its lines joined by "; " and runs of blanks collapsed.
 pub(crate) fn one_line(text: &str) -> String {
     text.lines()
@@ -287,6 +300,19 @@ pub(crate) fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_numbers_are_shown_in_exponent_form() {
+        let e = Error::invalid("delta", 1e300f64, "must lie in (0, 1)");
+        assert_eq!(e.to_string(), "invalid delta = 1e300: must lie in (0, 1)");
+        assert_eq!(compact_number(1e-300f64.to_string()), "1e-300");
+        assert_eq!(compact_number(1e30f32.to_string()), "1e30");
+        assert_eq!(compact_number((-1.25e-20f64).to_string()), "-1.25e-20");
+        // Short numbers and other text stay as written.
+        for s in ["0.5", "-3", "1000000", "0.00000000015", "NaN", "inf", "[]", "18446744073709551615"] {
+            assert_eq!(compact_number(s.to_string()), s);
+        }
+    }
 
     #[test]
     fn sizes_read_as_units() {
