@@ -515,21 +515,45 @@ fn write_nd<T: npyz::Serialize>(path: &Path, shape: &[u64], data: &[T], dtype: &
 ///
 /// Staging every output of a run before committing any lets a run that fails
 /// on its third file leave the first two untouched too.
+///
+/// A target that exists and is neither a regular file nor a directory (a
+/// pipe, a terminal, `/dev/null`, `/dev/stdout`) cannot be renamed over: its
+/// bytes are kept in memory and written to it in place on commit. A symlink
+/// to a regular file is followed, so the link survives and its target is
+/// replaced.
 #[derive(Debug)]
 pub struct Staged {
-    tmp: tempfile::NamedTempFile,
+    inner: StagedInner,
     path: std::path::PathBuf,
 }
 
+#[derive(Debug)]
+enum StagedInner {
+    /// A temporary file in `target`'s directory.
+    File { tmp: tempfile::NamedTempFile, target: std::path::PathBuf },
+    /// The encoded file, for a stream target.
+    Stream(Vec<u8>),
+}
+
 impl Staged {
-    /// Rename the staged file over its target (atomic within a directory).
+    /// Make the staged file the target's contents: a rename (atomic within
+    /// a directory), or one write for a stream.
     ///
     /// # Errors
-    /// [`Error::Io`] if the rename fails (the target is a directory, the
-    /// directory went away); the temporary file is then removed.
+    /// [`Error::Io`] if the rename or write fails (the target is a
+    /// directory, the directory went away); a temporary file is then removed.
     pub fn commit(self) -> Result<()> {
-        let Staged { tmp, path } = self;
-        tmp.persist(&path).map_err(|e| Error::Io { path, source: e.error })?;
+        let io_err = |source| Error::Io { path: self.path.clone(), source };
+        match self.inner {
+            StagedInner::File { tmp, target } => {
+                tmp.persist(&target).map_err(|e| io_err(e.error))?;
+            }
+            StagedInner::Stream(bytes) => {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().write(true).open(&self.path).map_err(io_err)?;
+                f.write_all(&bytes).and_then(|()| f.flush()).map_err(io_err)?;
+            }
+        }
         Ok(())
     }
 
@@ -571,12 +595,21 @@ pub fn stage_i32_2d(path: &Path, rows: usize, cols: usize, data: &[i32]) -> Resu
 /// removes the temporary file and leaves `path` as it was, so a failed run
 /// never leaves a partial output nor harms an existing file. The new file
 /// gets the permissions `File::create` would give a new file (0o666 less the
-/// umask), not those of a file it replaces.
+/// umask), not those of a file it replaces. Streams: see [`Staged`].
 fn stage_nd<T: npyz::Serialize>(path: &Path, shape: &[u64], data: &[T], dtype: &'static str) -> Result<Staged> {
     let io_err = |source| Error::Io { path: path.to_path_buf(), source };
-    // Little-endian whatever the host, so files are byte-identical everywhere.
-    let dtype: TypeStr = dtype.parse().expect("dtype strings in this file are valid");
-    let dir = match path.parent() {
+    let target = match std::fs::metadata(path) {
+        // Through any symlinks, so that the rename replaces the file, not the link.
+        Ok(m) if m.is_file() => std::fs::canonicalize(path).map_err(io_err)?,
+        Ok(m) if !m.is_dir() => {
+            let mut bytes = Vec::new();
+            encode(&mut bytes, shape, data, dtype).map_err(io_err)?;
+            return Ok(Staged { inner: StagedInner::Stream(bytes), path: path.to_path_buf() });
+        }
+        // New, or a directory (the rename then fails, naming it).
+        _ => path.to_path_buf(),
+    };
+    let dir = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
@@ -589,21 +622,23 @@ fn stage_nd<T: npyz::Serialize>(path: &Path, shape: &[u64], data: &[T], dtype: &
     }
     // Dropping `tmp` on an early return deletes the temporary file.
     let tmp = builder.tempfile_in(dir).map_err(io_err)?;
-    let mut writer = npyz::WriteOptions::new()
-        .dtype(DType::Plain(dtype))
-        .shape(shape)
-        .writer(BufWriter::new(tmp.as_file()))
-        .begin_nd()
-        .map_err(io_err)?;
-    for value in data {
-        writer.push(value).map_err(io_err)?;
-    }
-    // `finish` checks the element count and flushes; dropping would hide errors.
-    writer.finish().map_err(io_err)?;
+    encode(BufWriter::new(tmp.as_file()), shape, data, dtype).map_err(io_err)?;
     // Errors a filesystem reports only on sync (quota, NFS) come out here,
     // before the rename makes the file visible.
     tmp.as_file().sync_all().map_err(io_err)?;
-    Ok(Staged { tmp, path: path.to_path_buf() })
+    Ok(Staged { inner: StagedInner::File { tmp, target }, path: path.to_path_buf() })
+}
+
+/// Encode `data` as a C-order `.npy` file of the given little-endian dtype.
+fn encode<T: npyz::Serialize>(out: impl io::Write, shape: &[u64], data: &[T], dtype: &'static str) -> io::Result<()> {
+    // Little-endian whatever the host, so files are byte-identical everywhere.
+    let dtype: TypeStr = dtype.parse().expect("dtype strings in this file are valid");
+    let mut writer = npyz::WriteOptions::new().dtype(DType::Plain(dtype)).shape(shape).writer(out).begin_nd()?;
+    for value in data {
+        writer.push(value)?;
+    }
+    // `finish` checks the element count and flushes; dropping would hide errors.
+    writer.finish()
 }
 
 #[cfg(test)]

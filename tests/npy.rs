@@ -574,3 +574,32 @@ fn write_4k_for_size_limit_test() {
         other => panic!("expected an I/O error, got {other:?}"),
     }
 }
+
+/// The atomic writers keep what the target is: through a symlink the file
+/// it points to is replaced and the link stays; a pipe (a FIFO here, as
+/// `/dev/stdout` in a shell pipeline) is written in place, not renamed over.
+#[cfg(unix)]
+#[test]
+fn writes_follow_symlinks_and_stream_into_pipes() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (real, link) = (dir.path().join("real.npy"), dir.path().join("link.npy"));
+    std::fs::write(&real, b"old").unwrap();
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    npy::write_f32_2d(&link, 1, 1, &[4.0]).unwrap();
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link is kept");
+    assert_eq!(npy::read_2d(&real).unwrap().data, [4.0]);
+
+    let fifo = dir.path().join("pipe.npy");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    npy::write_f32_2d(&fifo, 1, 2, &[1.0, 2.0]).unwrap();
+    let bytes = reader.join().unwrap();
+    assert_eq!(&bytes[bytes.len() - 8..], [1.0f32, 2.0].map(f32::to_le_bytes).concat());
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the pipe is still a pipe");
+    assert_eq!(listing(dir.path()), ["link.npy", "pipe.npy", "real.npy"]);
+}
