@@ -193,3 +193,41 @@ fn a_failed_output_leaves_every_output_as_it_was() {
     names.sort();
     assert_eq!(names, ["m.npy", "q.npy", "z.npy"]);
 }
+
+/// Issue 8 §6.12: `--eps -1e-3`, `--beta -1e-3`, `--steps -1` and `--k -3`
+/// gave "unexpected argument '-1' found", naming no flag. Every numeric flag
+/// now takes a value in any spelling, and the error names the flag.
+#[test]
+fn negative_numbers_in_any_spelling_name_their_flag() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = data("digits.npy");
+    let good = good.to_str().unwrap();
+    let out = dir.path().join("z.npy");
+    let out = out.to_str().unwrap();
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["--beta", "1", "--eps", "-1e-3"], &["eps", "-0.001"]),
+        (&["--beta", "-1e-3"], &["beta", "-0.001"]),
+        (&["--beta", "-inf"], &["beta"]),
+        (&["--beta", "1e-300"], &["--beta", "smallest f32"]),
+        (&["--beta", "1e300"], &["--beta", "range of f32"]),
+        (&["--beta", "1", "--steps", "-1"], &["--steps", "whole number"]),
+        (&["--beta", "1", "--steps", "-1e3"], &["--steps", "whole number"]),
+        (&["--beta", "1", "--method", "topk", "--k", "-3"], &["--k", "whole number"]),
+        (&["--beta", "1", "--method", "window", "--window", "-3"], &["--window"]),
+        (&["--beta", "1", "--method", "poly", "--delta", "-1e-3"], &["delta"]),
+        (&["--beta", "1", "--method", "auto", "--tolerance", "-1e-3"], &["tolerance"]),
+        (&["--beta", "1", "--method", "prf", "--features", "-2"], &["--features"]),
+    ];
+    for (flags, needles) in cases {
+        let mut args = vec!["--memories", good, "--queries", good, "--out", out];
+        args.extend_from_slice(flags);
+        let r = retrieve(&args);
+        assert_fails_with(&r, needles);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!err.contains("unexpected argument"), "{flags:?}: {err}");
+    }
+    for (flags, needle) in [(&["--d", "-1"][..], "--d"), (&["--d", "2", "--beta", "-1e-3"], "beta")] {
+        assert_fails_with(&bin().arg("bench").args(flags).output().unwrap(), &[needle]);
+    }
+    assert!(!Path::new(out).exists());
+}

@@ -27,22 +27,22 @@ pub struct Args {
     #[command(flatten)]
     flags: MethodFlags,
     /// Pattern dimension of the single configuration.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::count, allow_hyphen_values = true)]
     d: Option<usize>,
     /// Number of memories of the single configuration.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::count, allow_hyphen_values = true)]
     m: Option<usize>,
     /// Number of queries of the single configuration.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::count, allow_hyphen_values = true)]
     l: Option<usize>,
     /// Inverse temperature (default 1/sqrt(d), which keeps scores of order one).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::float32, allow_hyphen_values = true)]
     beta: Option<f32>,
     /// Timed runs per configuration (after one warm-up run).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::count, allow_hyphen_values = true)]
     repeats: Option<usize>,
     /// Updates per retrieval.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::parse::steps, allow_hyphen_values = true)]
     steps: u32,
     /// Sweep tau = M = L by doublings for dense and poly at fixed d, B and
     /// delta_A (--d, default 4; --scale, --delta, --beta; --max-tau),
@@ -50,13 +50,13 @@ pub struct Args {
     #[arg(long)]
     scaling: bool,
     /// Largest tau of the --scaling sweep.
-    #[arg(long, value_name = "TAU", default_value_t = 4096)]
+    #[arg(long, value_name = "TAU", default_value_t = 4096, value_parser = super::parse::count, allow_hyphen_values = true)]
     max_tau: usize,
     /// Smallest tau of the --scaling sweep.
-    #[arg(long, value_name = "TAU", default_value_t = 512)]
+    #[arg(long, value_name = "TAU", default_value_t = 512, value_parser = super::parse::count, allow_hyphen_values = true)]
     min_tau: usize,
     /// Data are uniform in [-scale, scale] (so B = scale), default 1; for --scaling 0.5.
-    #[arg(long, value_name = "B")]
+    #[arg(long, value_name = "B", value_parser = super::parse::float32, allow_hyphen_values = true)]
     scale: Option<f32>,
 }
 
@@ -170,14 +170,10 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     }
     let single = args.method.is_some() || args.d.is_some() || args.m.is_some() || args.l.is_some();
     let configs = if single {
+        // The parsers refused 0 and negative sizes.
         let d = args.d.unwrap_or(64);
         let m = args.m.unwrap_or(4096);
         let l = args.l.unwrap_or(4096);
-        for (flag, v) in [("--d", d), ("--m", m), ("--l", l)] {
-            if v == 0 {
-                return Err(CliError::Usage { flag, why: "must be at least 1".into() });
-            }
-        }
         vec![Config {
             method: args.flags.method(args.method.unwrap_or(MethodArg::Dense))?,
             d,

@@ -18,7 +18,7 @@ pub struct Args {
     #[arg(long, value_name = "X.npy")]
     queries: PathBuf,
     /// Inverse temperature (> 0), applied to the scores.
-    #[arg(long, value_name = "B", allow_negative_numbers = true)]
+    #[arg(long, value_name = "B", value_parser = super::parse::float32, allow_hyphen_values = true)]
     beta: f32,
     /// Where to write the retrieved patterns, [L, dv] float32.
     #[arg(long, value_name = "Z.npy")]
@@ -36,10 +36,10 @@ pub struct Args {
     #[arg(long, value_name = "S.npy")]
     support_out: Option<PathBuf>,
     /// Most updates per query (1 = one retrieval step).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = super::parse::steps, allow_hyphen_values = true)]
     steps: u32,
     /// Stop a query once an update moves no coordinate by more than this.
-    #[arg(long, value_name = "E", default_value_t = 1e-5, allow_negative_numbers = true)]
+    #[arg(long, value_name = "E", default_value_t = 1e-5, value_parser = super::parse::float32, allow_hyphen_values = true)]
     eps: f32,
     /// Write the energy of each final state, a 1-D [L] float32 .npy.
     #[arg(long, value_name = "E.npy")]
