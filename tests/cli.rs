@@ -231,3 +231,43 @@ fn negative_numbers_in_any_spelling_name_their_flag() {
     }
     assert!(!Path::new(out).exists());
 }
+
+/// Issue 8 §6.8 and §6.14: outputs that are one file (the run said it wrote
+/// z while the file held energies), an output that is an input, and an
+/// output whose directory does not exist are all refused before any input
+/// is read, and nothing is written or harmed.
+#[test]
+fn output_paths_are_checked_before_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = dir.path().join("m.npy");
+    npy::write_f32_2d(&m, 2, 2, &[1.0, 0.0, 0.0, 1.0]).unwrap();
+    let before = std::fs::read(&m).unwrap();
+    let (m, z, s) = (
+        m.to_str().unwrap().to_string(),
+        dir.path().join("z.npy").to_str().unwrap().to_string(),
+        dir.path().join("s.npy").to_str().unwrap().to_string(),
+    );
+    let via_dot = dir.path().join(".").join("m.npy").to_str().unwrap().to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--memories", &m, "--queries", &m, "--beta", "1"];
+        args.extend_from_slice(extra);
+        retrieve(&args)
+    };
+    assert_fails_with(&run(&["--out", &z, "--energy-out", &z]), &["--energy-out", "same file as --out"]);
+    assert_fails_with(
+        &run(&["--out", &s, "--method", "topk", "--k", "1", "--support-out", &s]),
+        &["--support-out", "same file as --out"],
+    );
+    assert_fails_with(&run(&["--out", &m]), &["--out", "is the input --memories"]);
+    assert_fails_with(&run(&["--out", &via_dot]), &["--out", "is the input --memories"]);
+    assert_fails_with(&run(&["--out", &z, "--energy-out", &m]), &["--energy-out", "is the input"]);
+    // A missing directory is reported before the inputs are even read.
+    let missing = dir.path().join("no/such/dir/z.npy").to_str().unwrap().to_string();
+    let out = retrieve(&["--memories", "/no/such/m.npy", "--queries", &m, "--beta", "1", "--out", &missing]);
+    assert_fails_with(&out, &["--out", "does not exist"]);
+    assert_fails_with(&run(&["--out", &z, "--energy-out", &missing]), &["--energy-out", "does not exist"]);
+    assert_fails_with(&run(&["--out", dir.path().to_str().unwrap()]), &["--out", "is a directory"]);
+    assert_eq!(std::fs::read(&m).unwrap(), before, "the input is untouched");
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["m.npy"], "nothing was written");
+}

@@ -3,6 +3,7 @@
 
 mod bench;
 mod info;
+mod paths;
 mod retrieve;
 
 use std::process::ExitCode;

@@ -7,6 +7,7 @@ use hopfield_gpu::npy;
 use hopfield_gpu::{MemoryBank, RetrieveOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::paths::{self, Named};
 use super::{CliError, MethodArg, MethodFlags};
 
 #[derive(Debug, clap::Args)]
@@ -62,8 +63,21 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
         eps: args.eps,
         energy: args.energy_out.is_some(),
     };
-    // Check the flags and read every file before touching the GPU.
+    // Check the flags and the paths, and read every file, before touching
+    // the GPU: a typo in an output path must not cost the computation.
     opts.validate()?;
+    paths::check(
+        &[
+            Some(Named { flag: "--out", path: &args.out }),
+            Named::opt("--energy-out", &args.energy_out),
+            Named::opt("--support-out", &args.support_out),
+        ],
+        &[
+            Some(Named { flag: "--memories", path: &args.memories }),
+            Some(Named { flag: "--queries", path: &args.queries }),
+            Named::opt("--values", &args.values),
+        ],
+    )?;
     let mem = npy::read_2d(&args.memories)?;
     let q = npy::read_2d(&args.queries)?;
     if q.cols != mem.cols {
