@@ -232,6 +232,33 @@ fn negative_numbers_in_any_spelling_name_their_flag() {
     assert!(!Path::new(out).exists());
 }
 
+/// Issue 8 §6.6: `bench --scale NaN` (or -1, inf) panicked, and sizes whose
+/// buffers overflow or exceed the machine aborted. Every flag is validated
+/// before any allocation or device.
+#[test]
+fn bench_refuses_bad_sizes_before_allocating() {
+    let bench = |args: &[&str]| bin().arg("bench").args(args).output().expect("the binary runs");
+    for scale in ["NaN", "-1", "inf", "0"] {
+        assert_fails_with(&bench(&["--d", "2", "--m", "10", "--l", "10", "--scale", scale]), &["--scale"]);
+        assert_fails_with(&bench(&["--scaling", "--scale", scale]), &["--scale"]);
+    }
+    let max = u64::MAX.to_string();
+    for sizes in [
+        &["--d", &max, "--m", &max][..],
+        &["--m", "100000000000", "--d", "64"],
+        &["--l", "100000000000", "--d", "64", "--m", "4"],
+        &["--scaling", "--max-tau", &max],
+    ] {
+        let t = std::time::Instant::now();
+        assert_fails_with(&bench(sizes), &["memory"]);
+        // Refused up front: no buffer was filled (a 25.6 TB one would take hours).
+        assert!(t.elapsed() < std::time::Duration::from_secs(30), "{sizes:?} took {:?}", t.elapsed());
+    }
+    assert_fails_with(&bench(&["--scaling", "--min-tau", &max]), &["--max-tau"]);
+    assert_fails_with(&bench(&["--repeats", "0"]), &["--repeats"]);
+    assert_fails_with(&bench(&["--scale", "0.5"]), &["--scale", "single configuration"]);
+}
+
 /// Issue 8 §6.8 and §6.14: outputs that are one file (the run said it wrote
 /// z while the file held energies), an output that is an input, and an
 /// output whose directory does not exist are all refused before any input
