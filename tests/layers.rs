@@ -22,6 +22,7 @@ const LAYERS: &[(&str, u8, bool)] = &[
     ("method", 1, false),
     ("npy", 1, false),
     ("tolerance", 1, false),
+    ("host", 1, false),
     ("feature", 2, false),
     ("stats", 2, false),
     ("planner", 2, false),

@@ -27,22 +27,22 @@ pub struct Args {
     #[command(flatten)]
     flags: MethodFlags,
     /// Pattern dimension of the single configuration.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::count, allow_hyphen_values = true)]
     d: Option<usize>,
     /// Number of memories of the single configuration.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::count, allow_hyphen_values = true)]
     m: Option<usize>,
     /// Number of queries of the single configuration.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::count, allow_hyphen_values = true)]
     l: Option<usize>,
     /// Inverse temperature (default 1/sqrt(d), which keeps scores of order one).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::float32, allow_hyphen_values = true)]
     beta: Option<f32>,
     /// Timed runs per configuration (after one warm-up run).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::count, allow_hyphen_values = true)]
     repeats: Option<usize>,
     /// Updates per retrieval.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::parse::steps, allow_hyphen_values = true)]
     steps: u32,
     /// Sweep tau = M = L by doublings for dense and poly at fixed d, B and
     /// delta_A (--d, default 4; --scale, --delta, --beta; --max-tau),
@@ -50,13 +50,13 @@ pub struct Args {
     #[arg(long)]
     scaling: bool,
     /// Largest tau of the --scaling sweep.
-    #[arg(long, value_name = "TAU", default_value_t = 4096)]
+    #[arg(long, value_name = "TAU", default_value_t = 4096, value_parser = super::parse::count, allow_hyphen_values = true)]
     max_tau: usize,
     /// Smallest tau of the --scaling sweep.
-    #[arg(long, value_name = "TAU", default_value_t = 512)]
+    #[arg(long, value_name = "TAU", default_value_t = 512, value_parser = super::parse::count, allow_hyphen_values = true)]
     min_tau: usize,
     /// Data are uniform in [-scale, scale] (so B = scale), default 1; for --scaling 0.5.
-    #[arg(long, value_name = "B")]
+    #[arg(long, value_name = "B", value_parser = super::parse::float32, allow_hyphen_values = true)]
     scale: Option<f32>,
 }
 
@@ -170,14 +170,10 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     }
     let single = args.method.is_some() || args.d.is_some() || args.m.is_some() || args.l.is_some();
     let configs = if single {
+        // The parsers refused 0 and negative sizes.
         let d = args.d.unwrap_or(64);
         let m = args.m.unwrap_or(4096);
         let l = args.l.unwrap_or(4096);
-        for (flag, v) in [("--d", d), ("--m", m), ("--l", l)] {
-            if v == 0 {
-                return Err(CliError::Usage { flag, why: "must be at least 1".into() });
-            }
-        }
         vec![Config {
             method: args.flags.method(args.method.unwrap_or(MethodArg::Dense))?,
             d,
@@ -191,6 +187,12 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
             wall: false,
         }]
     } else {
+        if args.scale.is_some() {
+            return Err(CliError::Usage {
+                flag: "--scale",
+                why: "applies to a single configuration or --scaling".into(),
+            });
+        }
         let mut suite = default_suite();
         for c in &mut suite {
             c.repeats = args.repeats.unwrap_or(c.repeats);
@@ -199,8 +201,10 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
         }
         suite
     };
-    if configs.iter().any(|c| c.repeats == 0) {
-        return Err(CliError::Usage { flag: "--repeats", why: "must be at least 1".into() });
+    // Every configuration is checked whole before the device is touched or
+    // anything is allocated.
+    for c in &configs {
+        validate(c)?;
     }
 
     let ctx = super::context(device)?;
@@ -236,6 +240,30 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Refuse a configuration that cannot run, before any allocation: its
+/// options (beta, steps), a scale that is not a positive finite number
+/// (rand's range would panic on it), and sizes whose host buffers overflow
+/// or exceed the memory available.
+fn validate(c: &Config) -> Result<(), CliError> {
+    if !(c.scale.is_finite() && c.scale > 0.0) {
+        return Err(CliError::Usage { flag: "--scale", why: format!("must be finite and > 0, got {:e}", c.scale) });
+    }
+    let beta = c.beta.unwrap_or(1.0 / (c.d as f32).sqrt());
+    RetrieveOptions { method: c.method, beta, max_steps: c.steps, eps: 0.0, energy: false, support: false }
+        .validate()?;
+    hopfield_gpu::check_host_memory(|| format!("bench with d = {}, M = {}, L = {}", c.d, c.m, c.l), host_bytes(c))?;
+    Ok(())
+}
+
+/// Host bytes one configuration holds at once: memories and queries in f32,
+/// the memories again in f64 for the reference, and z. `None` on overflow.
+fn host_bytes(c: &Config) -> Option<u64> {
+    let (d, m, l) = (c.d as u64, c.m as u64, c.l as u64);
+    let md = m.checked_mul(d)?;
+    let ld = l.checked_mul(d)?;
+    md.checked_mul(12)?.checked_add(ld.checked_mul(8)?)
+}
+
 fn random(rng: &mut rand::rngs::StdRng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-scale..=scale)).collect()
 }
@@ -246,7 +274,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliError> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed ^ (c.d * 31 + c.m * 7 + c.l) as u64);
+    let seed = (c.d as u64).wrapping_mul(31).wrapping_add((c.m as u64).wrapping_mul(7)).wrapping_add(c.l as u64);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed ^ seed);
     let memories = random(&mut rng, c.m * c.d, c.scale);
     let queries = random(&mut rng, c.l * c.d, c.scale);
     let beta = c.beta.unwrap_or(1.0 / (c.d as f32).sqrt());
@@ -420,41 +449,41 @@ fn scaling(args: &Args, device: &Option<String>) -> Result<(), CliError> {
             why: "sets M = L = tau and runs dense and poly itself".into(),
         });
     }
-    if args.min_tau == 0 || args.max_tau < 2 * args.min_tau {
-        return Err(CliError::Usage { flag: "--max-tau", why: "must be at least twice --min-tau (>= 1)".into() });
+    if args.min_tau.checked_mul(2).is_none_or(|t| args.max_tau < t) {
+        return Err(CliError::Usage { flag: "--max-tau", why: "must be at least twice --min-tau".into() });
     }
     let d = args.d.unwrap_or(4);
     let scale = args.scale.unwrap_or(0.5);
     let delta = args.flags.delta.unwrap_or(1e-3);
     let poly = MethodFlags { delta: Some(delta), ..args.flags.clone() }.method(MethodArg::Poly)?;
     let repeats = args.repeats.unwrap_or(2);
-    if d == 0 || repeats == 0 || !(scale.is_finite() && scale > 0.0) {
-        return Err(CliError::Usage { flag: "--d", why: "--d, --repeats and --scale must be positive".into() });
-    }
-    let ctx = super::context(device)?;
     let mut taus = vec![args.min_tau];
-    while taus.last().copied().unwrap_or(0) * 2 <= args.max_tau {
-        taus.push(taus.last().copied().unwrap_or(0) * 2);
+    while let Some(next) = taus.last().and_then(|t| t.checked_mul(2)).filter(|&t| t <= args.max_tau) {
+        taus.push(next);
     }
+    let config = |method, tau| Config {
+        method,
+        d,
+        m: tau,
+        l: tau,
+        beta: args.beta,
+        steps: 1,
+        repeats,
+        note: "scaling",
+        scale,
+        wall: true,
+    };
+    // The largest tau holds the most; check it (and the flags) first.
+    let largest = *taus.last().expect("min_tau is in the sweep");
+    validate(&config(Method::Dense, largest))?;
+    let ctx = super::context(device)?;
     let bar = ProgressBar::new((taus.len() * 2 * (repeats + 2)) as u64);
     let mut records = Vec::new();
     let mut points: Vec<ScalingPoint> = Vec::new();
     for &tau in &taus {
         let mut times = [0.0; 2];
         for (i, method) in [Method::Dense, poly].into_iter().enumerate() {
-            let c = Config {
-                method,
-                d,
-                m: tau,
-                l: tau,
-                beta: args.beta,
-                steps: 1,
-                repeats,
-                note: "scaling",
-                scale,
-                wall: true,
-            };
-            let r = measure(&ctx, &c, &bar)?;
+            let r = measure(&ctx, &config(method, tau), &bar)?;
             times[i] = r.median_ms;
             records.push(r);
         }

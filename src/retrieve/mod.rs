@@ -127,7 +127,10 @@ pub struct Retrieval {
     pub log_sum_exp: Vec<f32>,
     /// Index of the memory most similar to that state (lowest on ties).
     pub argmax: Vec<u32>,
-    /// `E(x) = -lse(beta, Xi x) + 0.5 <x, x>` of each final state, if asked for.
+    /// `E(x) = -lse(beta, Xi x) + 0.5 <x, x>` of each final state, if asked
+    /// for. Always finite: an energy beyond f32's range (beta below ~1e-38,
+    /// states of norm ~1e19 and more) makes the retrieval fail with
+    /// [`Error::OutOfRange`] instead.
     pub energy: Option<Vec<f32>>,
     /// Time the GPU spent on the passes (timestamps), where the device has them.
     pub gpu_time: Option<Duration>,
@@ -295,7 +298,7 @@ impl Context {
                 s.indices.extend_from_slice(bytemuck::cast_slice(&bytes[2]));
             }
             let infos: Vec<QueryInfo> = bytemuck::pod_collect_to_vec(&bytes[1]);
-            for qi in &infos {
+            for (i, qi) in infos.iter().enumerate() {
                 // One update is applied where the kernels do not count steps
                 // (hetero-association, the naive kernel).
                 out.steps.push(if job.counts_steps() { qi.steps } else { 1 });
@@ -303,7 +306,10 @@ impl Context {
                 out.log_sum_exp.push(qi.lse);
                 out.argmax.push(qi.argmax);
                 if let Some(e) = out.energy.as_mut() {
-                    e.push(qi.energy);
+                    // The energy's state: the final one, or the query itself
+                    // when values of another dimension leave it unchanged.
+                    let x = if job.iterate { &z[i * cols..(i + 1) * cols] } else { &queries[(start + i) * d..][..d] };
+                    e.push(energy(qi.energy, qi.lse, x, job.opts.beta, start + i)?);
                 }
             }
             if let (Some(t), Some(total)) = (&timer, out.gpu_time.as_mut()) {
@@ -316,4 +322,32 @@ impl Context {
         }
         Ok(out)
     }
+}
+
+/// `E(x) = -lse / beta + 0.5 <x, x>`, never non-finite. `kernel` is the
+/// device's f32 value (shaders/dense_merge.wgsl, written so that no
+/// intermediate overflows where the energy fits f32); when finite it is
+/// returned as it is, so that [`Context::retrieve`] and
+/// [`Context::encode_retrieve`] give the same bits. When not, the energy is
+/// recombined in f64 from the kernel's log-sum-exp of the scores of `x` and
+/// the state itself: one that fits f32 is returned, one that does not (beta
+/// below ~1e-38 makes `lse / beta` huge, states of norm ~1e19 `<x, x>`) is
+/// an [`Error::OutOfRange`].
+fn energy(kernel: f32, lse: f32, x: &[f32], beta: f32, query: usize) -> Result<f32> {
+    if kernel.is_finite() {
+        return Ok(kernel);
+    }
+    let half_xx = 0.5 * x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
+    let e = -f64::from(lse) / f64::from(beta) + half_xx;
+    if e.is_finite() && e.abs() <= f64::from(f32::MAX) {
+        // |e| <= f32::MAX rounds to a finite f32.
+        return Ok(e as f32);
+    }
+    Err(Error::OutOfRange {
+        what: format!(
+            "the energy of query {query} (-lse / beta + 0.5 <x, x> with lse = {lse:e}, beta = {beta:e}, \
+             0.5 <x, x> = {half_xx:e})"
+        ),
+        value: e,
+    })
 }
