@@ -170,6 +170,28 @@ pub enum Error {
         /// What is wrong with it.
         why: String,
     },
+
+    /// A layer configuration cannot be run as it is: an unknown class or
+    /// argument, a value of the wrong type, a combination hopfield-layers
+    /// itself refuses, or a value hopfield-gpu does not support. Never
+    /// ignored silently.
+    #[error("layer config: {arg}: {why}")]
+    LayerConfig {
+        /// The argument (or `class`), by its hopfield-layers name.
+        arg: String,
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// A weights file disagrees with its layer configuration: a tensor is
+    /// missing, unexpected, of the wrong shape or dtype, or not finite.
+    #[error("layer weights: tensor {key:?}: {why}")]
+    LayerWeights {
+        /// The state-dict key, as hopfield-layers writes it.
+        key: String,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 /// The kinds of GPU failure [`Error::Gpu`] reports.

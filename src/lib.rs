@@ -31,6 +31,7 @@ mod error;
 mod feature;
 mod host;
 mod kernels;
+pub mod layer;
 mod method;
 pub mod npy;
 mod planner;

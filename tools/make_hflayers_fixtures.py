@@ -38,6 +38,7 @@ import json
 import os
 import shutil
 import sys
+import zlib
 
 import numpy as np
 import torch
@@ -59,7 +60,8 @@ def case(name, cls, args, n=2, s=5, l=3, what="", inputs=None, mask=None, sizes=
          stops_early=False):
     """One fixture: ``inputs`` names the arrays the forward pass takes
     (defaults by class), ``sizes`` their feature sizes, ``mask`` a function
-    (n, s) -> bool array, ``expect`` "match" or "nan" (hflayers gives NaN),
+    (n, s) -> bool array, ``expect`` "match", "nan" (hflayers gives NaN) or
+    "mixing" (hflayers mixes the sequences of the batch),
     ``stops_early``: the stop rule, not the cap, must end the updates."""
     return dict(name=name, cls=cls, args=args, n=n, s=s, l=l, what=what, inputs=inputs, mask=mask,
                 sizes=sizes or {}, expect=expect, stops_early=stops_early)
@@ -160,18 +162,24 @@ CASES = [
          what="batch_first = False (inputs here are still stored batch first)"),
     case("hopfield_static_stored", "Hopfield",
          dict(input_size=8, num_heads=2, stored_pattern_as_static=True, stored_pattern_size=4),
-         sizes=dict(stored=4), what="stored_pattern_as_static: raw keys of head dim, tiled to every head"),
+         sizes=dict(stored=4), n=1, what="stored_pattern_as_static: raw keys of head dim, tiled to every head"),
+    case("hopfield_static_batch_mixing", "Hopfield",
+         dict(input_size=8, num_heads=2, stored_pattern_as_static=True, stored_pattern_size=4),
+         sizes=dict(stored=4), n=2, expect="mixing",
+         what="a per-sequence static input with N > 1 and H > 1: hflayers tiles it along the batch axis, so "
+              "sequences see each other's patterns; hopfield-gpu refuses"),
     case("hopfield_static_state", "Hopfield", dict(input_size=8, state_pattern_as_static=True),
          what="state_pattern_as_static (1 head: the LayerNorm of input_size still applies to the static state)"),
     case("hopfield_static_projection", "Hopfield",
          dict(input_size=8, num_heads=2, pattern_projection_as_static=True, normalize_pattern_projection=False,
               normalize_pattern_projection_affine=False),
-         sizes=dict(projection=4), what="pattern_projection_as_static, packed in_proj: raw values tiled to every head"),
+         sizes=dict(projection=4), n=1,
+         what="pattern_projection_as_static, packed in_proj: raw values tiled to every head"),
     case("hopfield_static_stored_projection", "Hopfield",
          dict(input_size=8, num_heads=2, hidden_size=4, stored_pattern_as_static=True,
               pattern_projection_as_static=True, stored_pattern_size=4, pattern_projection_size=6,
               disable_out_projection=True),
-         sizes=dict(stored=4, projection=6),
+         sizes=dict(stored=4, projection=6), n=1,
          what="static keys and values, separate projections: the values are split across heads, not tiled"),
     case("hopfield_static_all", "Hopfield",
          dict(num_heads=2, stored_pattern_as_static=True, state_pattern_as_static=True,
@@ -179,7 +187,7 @@ CASES = [
               normalize_stored_pattern_affine=False, normalize_state_pattern=False,
               normalize_state_pattern_affine=False, normalize_pattern_projection=False,
               normalize_pattern_projection_affine=False),
-         sizes=dict(stored=6, state=6, projection=5),
+         sizes=dict(stored=6, state=6, projection=5), n=1,
          what="static-only execution: no weights at all, scaling 1, every head the same"),
     case("hopfield_connected", "Hopfield", dict(input_size=8, num_heads=2, pattern_projection_as_connected=True),
          what="pattern_projection_as_connected: values go through the key projection, then v_proj_weight"),
@@ -337,9 +345,11 @@ def save_npy(path, array):
     np.save(path, np.ascontiguousarray(array))
 
 
-def make(c, index):
-    torch.manual_seed(index)  # the constructors draw their own init first
-    gen = torch.Generator().manual_seed(1000 + index)
+def make(c):
+    # Seeded by the case's name, so that adding a case leaves the others' bytes alone.
+    seed = zlib.crc32(c["name"].encode())
+    torch.manual_seed(seed)  # the constructors draw their own init first
+    gen = torch.Generator().manual_seed(seed + 1)
     cls = CLASSES[c["cls"]]
     module = cls(**c["args"])
     randomise(module, gen)
@@ -368,6 +378,14 @@ def make(c, index):
     nan32, nan64 = bool(torch.isnan(out32).any()), bool(torch.isnan(out64).any())
     if c["expect"] == "nan":
         assert nan32 and nan64, f"{c['name']}: expected hflayers to give NaN"
+        diff = None
+    elif c["expect"] == "mixing":
+        # Each sequence alone (N = 1, where hflayers is right) differs from
+        # the same sequence in the batch.
+        alone = torch.cat([forward(dict(c, n=1), module, {k: v[i:i + 1] for k, v in x.items()}, None,
+                                   torch.float64) for i in range(c["n"])])
+        diff = float((alone - out64).abs().max())
+        assert diff > 1e-2, f"{c['name']}: no batch mixing ({diff})"
         diff = None
     else:
         assert not (nan32 or nan64), f"{c['name']}: unexpected NaN"
@@ -470,8 +488,9 @@ def main():
         "layout": "inputs and outputs batch first [N, S, F]; mask [N, S] uint8, 1 = masked",
         "cases": {},
     }
-    for i, c in enumerate(CASES):
-        index["cases"][c["name"]] = make(c, i)
+    assert len({c["name"] for c in CASES}) == len(CASES), "case names must be unique"
+    for c in CASES:
+        index["cases"][c["name"]] = make(c)
     with open(os.path.join(ROOT, "index.json"), "w") as f:
         json.dump(index, f, indent=1, sort_keys=True)
         f.write("\n")

@@ -1,0 +1,761 @@
+//! Reference for the Hopfield layers: the eval-mode forward pass of
+//! hopfield-layers' `Hopfield` module (and so of `HopfieldPooling` and
+//! `HopfieldLayer`, which feed it learned patterns), the dense blocks a layer
+//! is made of (LayerNorm, linear maps, ReLU, the residual add, the two-layer
+//! feed-forward map `W2 relu(W1 x + b1) + b2` of the expressive-power paper's
+//! Def. 3.4), and the hopfield-layers update dynamics. Written from
+//! SEMANTICS.md ("Hopfield layers and networks", "hopfield-layers
+//! compatibility") and docs/hflayers.md, not from hopfield-layers' code.
+//!
+//! One sequence `n` of a batch and one head `h` form one retrieval problem:
+//! its queries are the projected state patterns, its memories the projected
+//! stored patterns (the keys), its values the projected pattern projections.
+//! Per problem:
+//!
+//! 1. `q = beta (.) LN_h(R W_q^T + b_q)`, `k = LN_h(Y W_k^T + b_k)`,
+//!    `v = P W_v^T + b_v`, each split into heads (or, for a static input,
+//!    the input itself, given whole to every head); `LN_h` is the optional
+//!    per-head Hopfield-space LayerNorm; `beta (.)` multiplies feature j of
+//!    the concatenated heads by `beta[j mod H]` for a per-head scaling
+//!    (hopfield-layers tiles the betas; for one beta it is plain scaling);
+//! 2. `xi = A(q, k)`: the association, softmax of `q k^T` for hopfield-layers,
+//!    or another normaliser ([`Association`]) for the NPH layer;
+//!    masked memories get weight exactly 0, `add_zero_association` appends a
+//!    zero key and a zero value;
+//! 3. updates in key space: `q <- beta (.) (xi k)`, `xi <- A(q, k)`, with the
+//!    keys as values, until [`Updates`] says stop;
+//! 4. read out once, `z = xi v`; the heads are concatenated and `out_proj`
+//!    maps them to the output.
+//!
+//! The network blocks of the expressive-power paper (MHN, Defs 3.3-3.4, and
+//! the kernelized KHN, Defs 3.5-3.7) are built from the same pieces and
+//! belong in `cpu/network.rs` beside this file.
+
+use super::dense::{scores, softmax, weighted_sum};
+use super::entmax::{entmax15, sparsemax};
+use super::topk::{random_support, top_k_support};
+use super::{dot, feature, Matrix};
+use crate::error::{Error, Result};
+use crate::feature::poly::{choose_polynomial, horner, Polynomial};
+use crate::feature::prf::{linear_feature_map, RandomFeatures};
+use crate::method::{default_feature_count, default_window, window_range, Method, MAX_DEGREE};
+
+/// Updates allowed when `update_steps_max` is None ("until the stop rule"),
+/// where hopfield-layers has no limit at all. A head still moving after this
+/// many updates is an error, not a hang.
+pub const MAX_UNBOUNDED_UPDATES: usize = 1000;
+
+/// LayerNorm over the last axis, PyTorch's definition:
+/// `y = (x - mean(x)) / sqrt(var(x) + eps) * w + b`, with the biased
+/// variance (divided by the number of features).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerNorm {
+    /// Added to the variance.
+    pub eps: f64,
+    /// `(weight, bias)` when affine.
+    pub affine: Option<(Vec<f64>, Vec<f64>)>,
+}
+
+impl LayerNorm {
+    /// One row.
+    pub fn apply_row(&self, x: &[f64]) -> Vec<f64> {
+        let f = x.len() as f64;
+        let mean = x.iter().sum::<f64>() / f;
+        let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / f;
+        let inv = 1.0 / (var + self.eps).sqrt();
+        let mut y: Vec<f64> = x.iter().map(|v| (v - mean) * inv).collect();
+        if let Some((w, b)) = &self.affine {
+            for ((yi, wi), bi) in y.iter_mut().zip(w).zip(b) {
+                *yi = *yi * wi + bi;
+            }
+        }
+        y
+    }
+
+    /// Every row of a matrix.
+    pub fn apply(&self, x: &Matrix) -> Matrix {
+        map_rows(x, x.cols, |row| self.apply_row(row))
+    }
+}
+
+/// `y = x W^T + b`, with W stored `[out, in]` as PyTorch stores it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Linear {
+    /// `[out, in]`.
+    pub weight: Matrix,
+    /// `[out]`, if any.
+    pub bias: Option<Vec<f64>>,
+}
+
+impl Linear {
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.weight.cols
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.weight.rows
+    }
+
+    /// Every row of `x` (`[rows, in]`) mapped to `[rows, out]`.
+    pub fn apply(&self, x: &Matrix) -> Matrix {
+        map_rows(x, self.out_features(), |row| {
+            (0..self.out_features())
+                .map(|o| dot(self.weight.row(o), row) + self.bias.as_ref().map_or(0.0, |b| b[o]))
+                .collect()
+        })
+    }
+}
+
+/// `max(x, 0)` element by element.
+pub fn relu(x: &Matrix) -> Matrix {
+    Matrix { rows: x.rows, cols: x.cols, data: x.data.iter().map(|&v| v.max(0.0)).collect() }
+}
+
+/// `a + b` (the residual connection).
+///
+/// # Panics
+/// If the shapes differ: callers compose blocks of validated sizes.
+pub fn residual_add(a: &Matrix, b: &Matrix) -> Matrix {
+    assert_eq!((a.rows, a.cols), (b.rows, b.cols), "residual shapes");
+    Matrix { rows: a.rows, cols: a.cols, data: a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect() }
+}
+
+/// The two-layer ReLU feed-forward map of the expressive-power paper's
+/// Def. 3.4: `f(x) = W2 relu(W1 x + b1) + b2`, row by row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeedForward {
+    /// `W1`, `b1`.
+    pub first: Linear,
+    /// `W2`, `b2`.
+    pub second: Linear,
+}
+
+impl FeedForward {
+    /// `W2 relu(W1 x + b1) + b2` for every row of `x`.
+    pub fn apply(&self, x: &Matrix) -> Matrix {
+        self.second.apply(&relu(&self.first.apply(x)))
+    }
+}
+
+/// How an input (projected or not) is given to the heads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Heads {
+    /// Features `[h * F/H, (h + 1) * F/H)` go to head h.
+    Split,
+    /// Every head gets all features (a static input, hopfield-layers'
+    /// `repeat` over heads).
+    Tile,
+}
+
+/// One input's way into the heads: zero, one or two affine maps, then
+/// [`Heads`]. A static input has no map; `pattern_projection_as_connected`
+/// values go through the key's map and then their own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputPath {
+    /// Applied in order.
+    pub linears: Vec<Linear>,
+    /// How the result reaches the heads.
+    pub heads: Heads,
+}
+
+impl InputPath {
+    /// The per-head matrices of one sequence's input `x` (`[rows, F]`).
+    fn apply(&self, x: &Matrix, heads: usize, what: &'static str) -> Result<Vec<Matrix>> {
+        let mut y = x.clone();
+        for lin in &self.linears {
+            if y.cols != lin.in_features() {
+                return Err(Error::ShapeMismatch {
+                    what: format!("{what} features vs the projection's input features"),
+                    expected: lin.in_features(),
+                    got: y.cols,
+                });
+            }
+            y = lin.apply(&y);
+        }
+        match self.heads {
+            Heads::Tile => Ok(vec![y; heads]),
+            Heads::Split => {
+                if !y.cols.is_multiple_of(heads) {
+                    return Err(Error::ShapeMismatch {
+                        what: format!("{what} features split across {heads} heads (a multiple of the heads)"),
+                        expected: y.cols.div_ceil(heads) * heads,
+                        got: y.cols,
+                    });
+                }
+                let d = y.cols / heads;
+                Ok((0..heads).map(|h| map_rows(&y, d, |row| row[h * d..(h + 1) * d].to_vec())).collect())
+            }
+        }
+    }
+}
+
+/// beta.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Scaling {
+    /// One beta for every head.
+    Uniform(f64),
+    /// hopfield-layers' per-head tensor, tiled over features: at the first
+    /// step feature j of the concatenated heads (`j = h * d + i`) gets
+    /// `beta[j mod H]`; at every update, feature i of each head gets
+    /// `beta[i mod H]` (the two agree when H divides the head dimension d;
+    /// otherwise hopfield-layers fails at the first update and so do we).
+    Tiled(Vec<f64>),
+}
+
+impl Scaling {
+    /// Scale head `h`'s queries (`[L, d]`) in place, at the first step
+    /// (`first`) or at an update.
+    fn scale(&self, q: &mut Matrix, h: usize, heads: usize, first: bool) -> Result<()> {
+        match self {
+            Scaling::Uniform(b) => q.data.iter_mut().for_each(|v| *v *= b),
+            Scaling::Tiled(betas) => {
+                let d = q.cols;
+                if !first && !d.is_multiple_of(heads) {
+                    return Err(Error::LayerConfig {
+                        arg: "scaling".into(),
+                        why: format!(
+                            "a per-head scaling with head dimension {d} not divisible by {heads} heads cannot be \
+                             applied at an update (hopfield-layers fails here)"
+                        ),
+                    });
+                }
+                for l in 0..q.rows {
+                    for (i, v) in q.row_mut(l).iter_mut().enumerate() {
+                        let j = if first { h * d + i } else { i };
+                        *v *= betas[j % heads];
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// When the updates of a head stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopRule {
+    /// hopfield-layers' rule: per head, when the Frobenius norm over
+    /// (queries, memories) of the change of the association matrix,
+    /// maximised over the sequences of the batch, is at most eps.
+    Association,
+    /// The engine's rule (SEMANTICS.md, "Energy and iterated dynamics"): per
+    /// query, when no coordinate of its state (the scaled query in key
+    /// space) changes by more than eps.
+    State,
+}
+
+/// The update dynamics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Updates {
+    /// Per head: at most this many updates (`Some(0)`: plain attention), or
+    /// None: until the stop rule ([`MAX_UNBOUNDED_UPDATES`] at most).
+    pub max: Vec<Option<usize>>,
+    /// Per head: the stop threshold (> 0).
+    pub eps: Vec<f64>,
+    /// Which stop rule.
+    pub rule: StopRule,
+}
+
+/// The normaliser that turns one problem's queries and keys into the
+/// association matrix; the retrieval method of the layer. [`Association::Softmax`]
+/// is hopfield-layers; the others are the NPH layer's swaps (nonparametric
+/// paper, Appendix D), each computed by the engine's CPU reference for that
+/// method. The queries arrive scaled by beta, so every method runs at
+/// beta = 1 on them.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Association {
+    /// `softmax(q k^T)` ([`super::dense`]).
+    Softmax,
+    /// Softmax over the `k` largest scores ([`super::sparse`]).
+    TopK {
+        /// Memories kept per query.
+        k: usize,
+    },
+    /// Softmax over `k` memories drawn per query ([`super::sparse`]).
+    Random {
+        /// Memories kept per query.
+        k: usize,
+        /// Seed.
+        seed: u64,
+    },
+    /// Softmax over a window of memories ([`super::sparse`]).
+    Window {
+        /// Width; default `ceil(sqrt(M))` of the problem's unmasked memories.
+        width: Option<usize>,
+    },
+    /// sparsemax ([`super::entmax`]).
+    Sparsemax,
+    /// 1.5-entmax ([`super::entmax`]).
+    Entmax15,
+    /// Polynomial kernel `P(<q, k>)` ([`super::feature`]), with the Taylor
+    /// polynomial chosen per problem for `R = max |q|_2 max |k|_2`.
+    Poly {
+        /// Relative error of P against exp on `[-R, R]`.
+        delta: f64,
+        /// A fixed degree instead of the lowest that meets `delta`.
+        degree: Option<usize>,
+    },
+    /// Linear kernel `<elu(q) + 1, elu(k) + 1>` ([`super::feature`]).
+    Linear,
+    /// Positive random features ([`super::feature`]), drawn for the head dimension.
+    Prf {
+        /// Features (default `ceil(d ln d)`).
+        features: Option<usize>,
+        /// Seed.
+        seed: u64,
+        /// Orthogonal blocks.
+        orthogonal: bool,
+    },
+}
+
+impl Association {
+    /// The `[L, S]` association matrix of queries `q` (`[L, d]`, scaled)
+    /// against keys `k` (`[S, d]`); memory `mu` takes part only where
+    /// `keep[mu]`, and the others get weight exactly 0.
+    pub fn weights(&self, q: &Matrix, k: &Matrix, keep: &[bool]) -> Result<Matrix> {
+        let kept: Vec<usize> = (0..k.rows).filter(|&mu| keep[mu]).collect();
+        if kept.is_empty() {
+            return Err(Error::invalid("mask", "every memory", "a query needs at least one unmasked memory"));
+        }
+        let keys = k.select_rows(&kept);
+        let m = kept.len();
+        let d = q.cols;
+        let rows: Vec<Vec<f64>> = match self {
+            Association::Softmax => (0..q.rows).map(|l| softmax(&scores(q.row(l), &keys, 1.0))).collect(),
+            Association::TopK { k } => {
+                Method::TopK { k: *k }.validate()?;
+                support_rows(q, &keys, |_, s| top_k_support(s, *k))
+            }
+            Association::Random { k, seed } => {
+                Method::Random { k: *k, seed: *seed }.validate()?;
+                support_rows(q, &keys, |l, _| random_support(*seed, l, m, *k))
+            }
+            Association::Window { width } => {
+                Method::Window { width: *width }.validate()?;
+                let w = width.unwrap_or_else(|| default_window(m));
+                support_rows(q, &keys, |l, _| window_range(l, q.rows, m, w).collect())
+            }
+            Association::Sparsemax => (0..q.rows).map(|l| sparsemax(&scores(q.row(l), &keys, 1.0))).collect(),
+            Association::Entmax15 => (0..q.rows).map(|l| entmax15(&scores(q.row(l), &keys, 1.0))).collect(),
+            Association::Poly { delta, degree } => {
+                let norm = |x: &Matrix| (0..x.rows).map(|i| dot(x.row(i), x.row(i)).sqrt()).fold(0.0, f64::max);
+                let range = norm(q) * norm(&keys);
+                let poly = match degree {
+                    Some(g) => Polynomial::new(*g, range)?,
+                    None => choose_polynomial(range, *delta, d, MAX_DEGREE)?.poly,
+                };
+                kernel_rows(q, &keys, |x, y| horner(&poly.coefs, dot(x, y)))
+            }
+            Association::Linear => kernel_rows(q, &keys, |x, y| dot(&linear_feature_map(x), &linear_feature_map(y))),
+            Association::Prf { features, seed, orthogonal } => {
+                let rf = RandomFeatures::new(d, features.unwrap_or(default_feature_count(d)), *seed, *orthogonal)?;
+                let w = Matrix { rows: rf.m, cols: d, data: rf.w.clone() };
+                // The reference's own PRF retrieval, read out against the
+                // identity: row l of `z` is then row l of the weights.
+                let eye = identity(m);
+                let z = feature::prf(q, &keys, &eye, 1.0, &w);
+                (0..q.rows).map(|l| z.row(l).to_vec()).collect()
+            }
+        };
+        let mut out = Matrix::zeros(q.rows, k.rows);
+        for (l, row) in rows.iter().enumerate() {
+            for (j, &mu) in kept.iter().enumerate() {
+                out.row_mut(l)[mu] = row[j];
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Softmax over each query's support set (`choose(l, scores)`), 0 elsewhere.
+fn support_rows(q: &Matrix, keys: &Matrix, choose: impl Fn(usize, &[f64]) -> Vec<usize>) -> Vec<Vec<f64>> {
+    (0..q.rows)
+        .map(|l| {
+            let s = scores(q.row(l), keys, 1.0);
+            let idx = choose(l, &s);
+            let w = softmax(&idx.iter().map(|&i| s[i]).collect::<Vec<_>>());
+            let mut row = vec![0.0; keys.rows];
+            idx.iter().zip(w).for_each(|(&i, wi)| row[i] = wi);
+            row
+        })
+        .collect()
+}
+
+/// `k(q_l, k_mu) / sum_mu k(q_l, k_mu)`, pair by pair (SEMANTICS.md, "Kernel
+/// (feature-map) retrieval").
+fn kernel_rows(q: &Matrix, keys: &Matrix, kernel: impl Fn(&[f64], &[f64]) -> f64) -> Vec<Vec<f64>> {
+    (0..q.rows)
+        .map(|l| {
+            let kv: Vec<f64> = (0..keys.rows).map(|mu| kernel(q.row(l), keys.row(mu))).collect();
+            let total: f64 = kv.iter().sum();
+            kv.iter().map(|v| v / total).collect()
+        })
+        .collect()
+}
+
+fn identity(m: usize) -> Matrix {
+    let mut eye = Matrix::zeros(m, m);
+    (0..m).for_each(|i| eye.row_mut(i)[i] = 1.0);
+    eye
+}
+
+/// A `Hopfield` module's association core (hopfield-layers' `HopfieldCore`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Core {
+    /// `num_heads`.
+    pub heads: usize,
+    /// State patterns -> queries.
+    pub query: InputPath,
+    /// Stored patterns -> keys.
+    pub key: InputPath,
+    /// Pattern projections -> values.
+    pub value: InputPath,
+    /// `normalize_hopfield_space`: per-head LayerNorm of q and k at the first step.
+    pub hopfield_norm: Option<LayerNorm>,
+    /// beta.
+    pub scaling: Scaling,
+    /// The dynamics.
+    pub updates: Updates,
+    /// `add_zero_association`.
+    pub zero_association: bool,
+    /// `out_proj`, unless disabled.
+    pub out: Option<Linear>,
+}
+
+/// A whole `Hopfield` module: the input LayerNorms and the core.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Module {
+    /// `norm_stored_pattern`.
+    pub norm_stored: Option<LayerNorm>,
+    /// `norm_state_pattern`.
+    pub norm_state: Option<LayerNorm>,
+    /// `norm_pattern_projection`.
+    pub norm_projection: Option<LayerNorm>,
+    /// The association core.
+    pub core: Core,
+}
+
+/// The result of [`forward`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forward {
+    /// Per sequence, `[L, out]`.
+    pub out: Vec<Matrix>,
+    /// Per head, the updates applied (the most over its queries for
+    /// [`StopRule::State`]).
+    pub updates: Vec<usize>,
+    /// Per head, whether the stop rule (rather than the limit) ended its updates.
+    pub converged: Vec<bool>,
+    /// Per sequence and head, the final association matrix `[L, S]` (with
+    /// the zero memory last when `add_zero_association`).
+    pub association: Vec<Vec<Matrix>>,
+}
+
+/// One problem: per sequence and head.
+struct Problem {
+    q: Matrix,
+    k: Matrix,
+    v: Matrix,
+    xi: Matrix,
+}
+
+/// The eval-mode forward pass of a `Hopfield` module over a batch: per
+/// sequence n, stored patterns `stored[n]` (`[S, F]`), state patterns
+/// `state[n]` (`[L, F]`), pattern projections `projection[n]` (`[S, F]`),
+/// and optionally a key-padding mask `mask[n][s]` (true = masked).
+///
+/// A sequence whose memories are all masked, with no zero association to
+/// fall back on, is an error (hopfield-layers gives NaN there).
+pub fn forward(
+    module: &Module,
+    stored: &[Matrix],
+    state: &[Matrix],
+    projection: &[Matrix],
+    mask: Option<&[Vec<bool>]>,
+    association: &Association,
+) -> Result<Forward> {
+    let core = &module.core;
+    let heads = core.heads;
+    let n_seq = stored.len();
+    for (what, len) in [("state sequences", state.len()), ("projection sequences", projection.len())] {
+        if len != n_seq {
+            return Err(Error::ShapeMismatch {
+                what: format!("{what} vs stored sequences"),
+                expected: n_seq,
+                got: len,
+            });
+        }
+    }
+    if let Some(m) = mask {
+        if m.len() != n_seq {
+            return Err(Error::ShapeMismatch { what: "mask rows vs sequences".into(), expected: n_seq, got: m.len() });
+        }
+    }
+    if core.updates.max.len() != heads || core.updates.eps.len() != heads {
+        return Err(Error::ShapeMismatch {
+            what: "per-head update limits vs heads".into(),
+            expected: heads,
+            got: core.updates.max.len().min(core.updates.eps.len()),
+        });
+    }
+    let norm = |n: &Option<LayerNorm>, x: &Matrix| n.as_ref().map_or_else(|| x.clone(), |n| n.apply(x));
+
+    // Steps 1-2: projections, heads, first association.
+    let mut problems: Vec<Vec<Problem>> = Vec::with_capacity(n_seq);
+    let mut keeps: Vec<Vec<bool>> = Vec::with_capacity(n_seq);
+    for n in 0..n_seq {
+        let y = norm(&module.norm_stored, &stored[n]);
+        let r = norm(&module.norm_state, &state[n]);
+        let p = norm(&module.norm_projection, &projection[n]);
+        if p.rows != y.rows {
+            return Err(Error::ShapeMismatch {
+                what: format!("pattern projections vs stored patterns of sequence {n}"),
+                expected: y.rows,
+                got: p.rows,
+            });
+        }
+        let mut keep: Vec<bool> = match mask {
+            None => vec![true; y.rows],
+            Some(m) => {
+                if m[n].len() != y.rows {
+                    return Err(Error::ShapeMismatch {
+                        what: format!("mask columns vs stored patterns of sequence {n}"),
+                        expected: y.rows,
+                        got: m[n].len(),
+                    });
+                }
+                m[n].iter().map(|&masked| !masked).collect()
+            }
+        };
+        if core.zero_association {
+            keep.push(true);
+        }
+        if !keep.iter().any(|&k| k) {
+            return Err(Error::invalid(
+                "mask",
+                format!("sequence {n}"),
+                "masks every stored pattern of the sequence, so its queries have nothing to attend to \
+                 (hopfield-layers gives NaN here; add_zero_association gives them the zero pattern)",
+            ));
+        }
+        let qs = core.query.apply(&r, heads, "state pattern")?;
+        let ks = core.key.apply(&y, heads, "stored pattern")?;
+        let vs = core.value.apply(&p, heads, "pattern projection")?;
+        let mut row = Vec::with_capacity(heads);
+        for (h, ((mut q, mut k), mut v)) in qs.into_iter().zip(ks).zip(vs).enumerate() {
+            if q.cols != k.cols {
+                return Err(Error::ShapeMismatch {
+                    what: "query head dimension vs key head dimension".into(),
+                    expected: k.cols,
+                    got: q.cols,
+                });
+            }
+            if let Some(ln) = &core.hopfield_norm {
+                q = ln.apply(&q);
+                k = ln.apply(&k);
+            }
+            core.scaling.scale(&mut q, h, heads, true)?;
+            if core.zero_association {
+                k.data.extend(std::iter::repeat_n(0.0, k.cols));
+                k.rows += 1;
+                v.data.extend(std::iter::repeat_n(0.0, v.cols));
+                v.rows += 1;
+            }
+            let xi = association.weights(&q, &k, &keep)?;
+            row.push(Problem { q, k, v, xi });
+        }
+        problems.push(row);
+        keeps.push(keep);
+    }
+
+    // Step 3: updates in key space, the keys as values.
+    let mut updates = vec![0usize; heads];
+    let mut converged = vec![false; heads];
+    for h in 0..heads {
+        let limit = core.updates.max[h];
+        let eps = core.updates.eps[h];
+        let cap = limit.unwrap_or(MAX_UNBOUNDED_UPDATES);
+        match core.updates.rule {
+            StopRule::Association => {
+                while updates[h] < cap {
+                    let mut change: f64 = 0.0;
+                    for (n, seq) in problems.iter_mut().enumerate() {
+                        let pr = &mut seq[h];
+                        pr.q = next_state(&pr.xi, &pr.k);
+                        core.scaling.scale(&mut pr.q, h, heads, false)?;
+                        let xi = association.weights(&pr.q, &pr.k, &keeps[n])?;
+                        let diff: f64 = xi.data.iter().zip(&pr.xi.data).map(|(a, b)| (a - b) * (a - b)).sum();
+                        change = change.max(diff.sqrt());
+                        pr.xi = xi;
+                    }
+                    updates[h] += 1;
+                    if change <= eps {
+                        converged[h] = true;
+                        break;
+                    }
+                }
+            }
+            StopRule::State => {
+                let mut all_converged = true;
+                for (n, seq) in problems.iter_mut().enumerate() {
+                    let pr = &mut seq[h];
+                    let mut active = vec![true; pr.q.rows];
+                    let mut steps = 0;
+                    while steps < cap && active.iter().any(|&a| a) {
+                        let mut q = next_state(&pr.xi, &pr.k);
+                        core.scaling.scale(&mut q, h, heads, false)?;
+                        for (l, act) in active.iter_mut().enumerate() {
+                            if *act {
+                                let moved =
+                                    q.row(l).iter().zip(pr.q.row(l)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+                                pr.q.row_mut(l).copy_from_slice(q.row(l));
+                                *act = moved > eps;
+                            }
+                        }
+                        // Rows of queries that had stopped keep their state, so
+                        // their association rows come out as before.
+                        pr.xi = association.weights(&pr.q, &pr.k, &keeps[n])?;
+                        steps += 1;
+                    }
+                    all_converged &= !active.iter().any(|&a| a);
+                    updates[h] = updates[h].max(steps);
+                }
+                converged[h] = all_converged;
+            }
+        }
+        if limit.is_none() && !converged[h] {
+            return Err(Error::invalid(
+                "update_steps_max",
+                "None",
+                format!("head {h} still moved after {MAX_UNBOUNDED_UPDATES} updates (hopfield-layers would loop on)"),
+            ));
+        }
+    }
+
+    // Step 4: read out once, concatenate the heads, project.
+    let mut out = Vec::with_capacity(n_seq);
+    for seq in &problems {
+        let width: usize = seq.iter().map(|p| p.v.cols).sum();
+        let rows = seq[0].q.rows;
+        let mut z = Matrix::zeros(rows, width);
+        let mut offset = 0;
+        for pr in seq {
+            for l in 0..rows {
+                let zl = weighted_sum(pr.xi.row(l), &pr.v);
+                z.row_mut(l)[offset..offset + pr.v.cols].copy_from_slice(&zl);
+            }
+            offset += pr.v.cols;
+        }
+        let y = match &core.out {
+            None => z,
+            Some(lin) => {
+                if lin.in_features() != width {
+                    return Err(Error::ShapeMismatch {
+                        what: "concatenated head outputs vs out_proj input features".into(),
+                        expected: lin.in_features(),
+                        got: width,
+                    });
+                }
+                lin.apply(&z)
+            }
+        };
+        out.push(y);
+    }
+    let association = problems.into_iter().map(|seq| seq.into_iter().map(|p| p.xi).collect()).collect();
+    Ok(Forward { out, updates, converged, association })
+}
+
+/// `xi k`: the new state of every query, before scaling.
+fn next_state(xi: &Matrix, k: &Matrix) -> Matrix {
+    map_rows(xi, k.cols, |row| weighted_sum(row, k))
+}
+
+fn map_rows(x: &Matrix, cols: usize, f: impl Fn(&[f64]) -> Vec<f64>) -> Matrix {
+    let mut out = Matrix::zeros(x.rows, cols);
+    for i in 0..x.rows {
+        out.row_mut(i).copy_from_slice(&f(x.row(i)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(rows: usize, cols: usize, data: &[f64]) -> Matrix {
+        Matrix { rows, cols, data: data.to_vec() }
+    }
+
+    #[test]
+    fn layer_norm_matches_hand_values() {
+        // x = [1, 2, 3]: mean 2, biased var 2/3.
+        let ln = LayerNorm { eps: 0.0, affine: Some((vec![2.0, 1.0, 1.0], vec![0.0, 0.0, 1.0])) };
+        let y = ln.apply_row(&[1.0, 2.0, 3.0]);
+        let s = (2.0f64 / 3.0).sqrt();
+        for (got, want) in y.iter().zip([-2.0 / s, 0.0, 1.0 / s + 1.0]) {
+            assert!((got - want).abs() < 1e-12, "{y:?}");
+        }
+    }
+
+    #[test]
+    fn feed_forward_is_w2_relu_w1_plus_b() {
+        let ff = FeedForward {
+            first: Linear { weight: m(2, 1, &[1.0, -1.0]), bias: Some(vec![0.0, 0.5]) },
+            second: Linear { weight: m(1, 2, &[3.0, 5.0]), bias: Some(vec![1.0]) },
+        };
+        // x = 2: W1 x + b1 = [2, -1.5] -> relu [2, 0] -> 3 * 2 + 0 + 1 = 7.
+        assert_eq!(ff.apply(&m(1, 1, &[2.0])).data, vec![7.0]);
+        // x = -1: [-1, 1.5] -> [0, 1.5] -> 7.5 + 1 = 8.5.
+        assert_eq!(ff.apply(&m(1, 1, &[-1.0])).data, vec![8.5]);
+    }
+
+    #[test]
+    fn masked_memories_get_exactly_zero_for_every_method() {
+        let q = m(2, 2, &[0.3, -0.2, 1.0, 0.5]);
+        let k = m(4, 2, &[1.0, 0.0, 0.0, 1.0, -1.0, 0.5, 0.2, 0.2]);
+        let keep = [true, false, true, true];
+        for a in [
+            Association::Softmax,
+            Association::TopK { k: 2 },
+            Association::Random { k: 2, seed: 1 },
+            Association::Window { width: None },
+            Association::Sparsemax,
+            Association::Entmax15,
+            Association::Poly { delta: 1e-3, degree: None },
+            Association::Linear,
+            Association::Prf { features: Some(8), seed: 2, orthogonal: false },
+        ] {
+            let w = a.weights(&q, &k, &keep).unwrap();
+            for l in 0..2 {
+                assert_eq!(w.row(l)[1], 0.0, "{a:?}");
+                assert!((w.row(l).iter().sum::<f64>() - 1.0).abs() < 1e-12, "{a:?}: {:?}", w.row(l));
+            }
+        }
+        assert!(Association::Softmax.weights(&q, &k, &[false; 4]).is_err());
+    }
+
+    #[test]
+    fn one_head_no_projection_is_plain_softmax_attention() {
+        // Static everything, beta 2: out = softmax(2 R Y^T) P.
+        let core = Core {
+            heads: 1,
+            query: InputPath { linears: vec![], heads: Heads::Tile },
+            key: InputPath { linears: vec![], heads: Heads::Tile },
+            value: InputPath { linears: vec![], heads: Heads::Tile },
+            hopfield_norm: None,
+            scaling: Scaling::Uniform(2.0),
+            updates: Updates { max: vec![Some(0)], eps: vec![1e-4], rule: StopRule::Association },
+            zero_association: false,
+            out: None,
+        };
+        let module = Module { norm_stored: None, norm_state: None, norm_projection: None, core };
+        let y = m(2, 2, &[1.0, 0.0, 0.0, 1.0]);
+        let r = m(1, 2, &[0.5, 0.25]);
+        let p = m(2, 1, &[10.0, 20.0]);
+        let f = forward(&module, &[y], &[r], &[p], None, &Association::Softmax).unwrap();
+        let w0 = 1.0 / (1.0 + (-0.5f64).exp()); // softmax([1.0, 0.5])[0]
+        assert!((f.out[0].data[0] - (10.0 * w0 + 20.0 * (1.0 - w0))).abs() < 1e-12);
+        assert_eq!(f.updates, vec![0]);
+    }
+}
