@@ -27,9 +27,9 @@
 //! 4. read out once, `z = xi v`; the heads are concatenated and `out_proj`
 //!    maps them to the output.
 //!
-//! The network blocks of the expressive-power paper (MHN, Defs 3.3-3.4, and
-//! the kernelized KHN, Defs 3.5-3.7) are built from the same pieces and
-//! belong in `cpu/network.rs` beside this file.
+//! The networks of the expressive-power paper (MHN, Defs 3.3-3.4, and the
+//! kernelized KHN, Defs 3.5-3.7) are built from these pieces in
+//! [`super::network`].
 
 use super::dense::{scores, softmax, weighted_sum};
 use super::entmax::{entmax15, sparsemax};

@@ -16,6 +16,7 @@ pub mod dense;
 pub mod entmax;
 pub mod feature;
 pub mod layer;
+pub mod network;
 pub mod topk;
 pub mod update;
 pub mod window;
