@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from export_hflayers import export  # noqa: E402
+from export_hflayers import config_of, export  # noqa: E402
 
 import hflayers  # noqa: E402
 from hflayers import Hopfield, HopfieldLayer, HopfieldPooling  # noqa: E402
@@ -465,6 +465,16 @@ def checks():
         raise AssertionError("affine Hopfield-space norm without hidden_size built")
     except TypeError:
         pass
+
+    # The export tool refuses constructor arguments that do not rebuild the module.
+    m = HopfieldPooling(input_size=8, num_heads=2, quantity=3)
+    try:
+        config_of(m, num_heads=2, quantity=4, input_size=8)
+        raise AssertionError("export took a wrong quantity")
+    except ValueError as e:
+        assert "quantity" in str(e), e
+    assert config_of(m, num_heads=2, quantity=3, input_size=8)["args"] == \
+        {"input_size": 8, "num_heads": 2, "quantity": 3}
 
     # HopfieldPooling and HopfieldLayer take no *_eps arguments.
     for cls in (HopfieldPooling, HopfieldLayer):
