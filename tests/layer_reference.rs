@@ -254,12 +254,12 @@ fn nph_methods_swap_the_softmax() {
     // every memory is the softmax; sparsemax is not.
     let case = Case::load("pooling_mask");
     let mut config = case.config.clone();
-    config.method = hopfield_gpu::layer::config::MethodSpec::TopK { k: 64 };
+    config.method = hopfield_gpu::Method::TopK { k: 64 };
     let inputs = case.inputs();
     let f = forward_reference(&config, &case.weights, &inputs, StopRule::Association).unwrap();
     let got: Vec<f64> = f.out.iter().flat_map(|m| m.data.iter().copied()).collect();
     F64_TOL.check_f64(&got, &case.out64).unwrap();
-    config.method = hopfield_gpu::layer::config::MethodSpec::Sparsemax;
+    config.method = hopfield_gpu::Method::Sparsemax;
     let f = forward_reference(&config, &case.weights, &inputs, StopRule::Association).unwrap();
     let got: Vec<f64> = f.out.iter().flat_map(|m| m.data.iter().copied()).collect();
     assert!(got.iter().all(|v| v.is_finite()));

@@ -19,7 +19,7 @@
 //!    the concatenated heads by `beta[j mod H]` for a per-head scaling
 //!    (hopfield-layers tiles the betas; for one beta it is plain scaling);
 //! 2. `xi = A(q, k)`: the association, softmax of `q k^T` for hopfield-layers,
-//!    or another normaliser ([`Association`]) for the NPH layer;
+//!    or another method's normaliser ([`super::batch::association`]) for the NPH layer;
 //!    masked memories get weight exactly 0, `add_zero_association` appends a
 //!    zero key and a zero value;
 //! 3. updates in key space: `q <- beta (.) (xi k)`, `xi <- A(q, k)`, with the
@@ -31,113 +31,17 @@
 //! kernelized KHN, Defs 3.5-3.7) are built from these pieces in
 //! [`super::network`].
 
-use super::dense::{scores, softmax, weighted_sum};
-use super::entmax::{entmax15, sparsemax};
-use super::topk::{random_support, top_k_support};
-use super::{dot, feature, Matrix};
+use super::batch::association;
+use super::dense::weighted_sum;
+use super::linalg::{map_rows, LayerNorm, Linear};
+use super::Matrix;
 use crate::error::{Error, Result};
-use crate::feature::poly::{choose_polynomial, horner, Polynomial};
-use crate::feature::prf::{linear_feature_map, RandomFeatures};
-use crate::method::{default_feature_count, default_window, window_range, Method, MAX_DEGREE};
+use crate::method::Method;
 
 /// Updates allowed when `update_steps_max` is None ("until the stop rule"),
 /// where hopfield-layers has no limit at all. A head still moving after this
 /// many updates is an error, not a hang.
 pub const MAX_UNBOUNDED_UPDATES: usize = 1000;
-
-/// LayerNorm over the last axis, PyTorch's definition:
-/// `y = (x - mean(x)) / sqrt(var(x) + eps) * w + b`, with the biased
-/// variance (divided by the number of features).
-#[derive(Clone, Debug, PartialEq)]
-pub struct LayerNorm {
-    /// Added to the variance.
-    pub eps: f64,
-    /// `(weight, bias)` when affine.
-    pub affine: Option<(Vec<f64>, Vec<f64>)>,
-}
-
-impl LayerNorm {
-    /// One row.
-    pub fn apply_row(&self, x: &[f64]) -> Vec<f64> {
-        let f = x.len() as f64;
-        let mean = x.iter().sum::<f64>() / f;
-        let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / f;
-        let inv = 1.0 / (var + self.eps).sqrt();
-        let mut y: Vec<f64> = x.iter().map(|v| (v - mean) * inv).collect();
-        if let Some((w, b)) = &self.affine {
-            for ((yi, wi), bi) in y.iter_mut().zip(w).zip(b) {
-                *yi = *yi * wi + bi;
-            }
-        }
-        y
-    }
-
-    /// Every row of a matrix.
-    pub fn apply(&self, x: &Matrix) -> Matrix {
-        map_rows(x, x.cols, |row| self.apply_row(row))
-    }
-}
-
-/// `y = x W^T + b`, with W stored `[out, in]` as PyTorch stores it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Linear {
-    /// `[out, in]`.
-    pub weight: Matrix,
-    /// `[out]`, if any.
-    pub bias: Option<Vec<f64>>,
-}
-
-impl Linear {
-    /// Input features.
-    pub fn in_features(&self) -> usize {
-        self.weight.cols
-    }
-
-    /// Output features.
-    pub fn out_features(&self) -> usize {
-        self.weight.rows
-    }
-
-    /// Every row of `x` (`[rows, in]`) mapped to `[rows, out]`.
-    pub fn apply(&self, x: &Matrix) -> Matrix {
-        map_rows(x, self.out_features(), |row| {
-            (0..self.out_features())
-                .map(|o| dot(self.weight.row(o), row) + self.bias.as_ref().map_or(0.0, |b| b[o]))
-                .collect()
-        })
-    }
-}
-
-/// `max(x, 0)` element by element.
-pub fn relu(x: &Matrix) -> Matrix {
-    Matrix { rows: x.rows, cols: x.cols, data: x.data.iter().map(|&v| v.max(0.0)).collect() }
-}
-
-/// `a + b` (the residual connection).
-///
-/// # Panics
-/// If the shapes differ: callers compose blocks of validated sizes.
-pub fn residual_add(a: &Matrix, b: &Matrix) -> Matrix {
-    assert_eq!((a.rows, a.cols), (b.rows, b.cols), "residual shapes");
-    Matrix { rows: a.rows, cols: a.cols, data: a.data.iter().zip(&b.data).map(|(x, y)| x + y).collect() }
-}
-
-/// The two-layer ReLU feed-forward map of the expressive-power paper's
-/// Def. 3.4: `f(x) = W2 relu(W1 x + b1) + b2`, row by row.
-#[derive(Clone, Debug, PartialEq)]
-pub struct FeedForward {
-    /// `W1`, `b1`.
-    pub first: Linear,
-    /// `W2`, `b2`.
-    pub second: Linear,
-}
-
-impl FeedForward {
-    /// `W2 relu(W1 x + b1) + b2` for every row of `x`.
-    pub fn apply(&self, x: &Matrix) -> Matrix {
-        self.second.apply(&relu(&self.first.apply(x)))
-    }
-}
 
 /// How an input (projected or not) is given to the heads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,8 +145,10 @@ pub enum StopRule {
     /// maximised over the sequences of the batch, is at most eps.
     Association,
     /// The engine's rule (SEMANTICS.md, "Energy and iterated dynamics"): per
-    /// query, when no coordinate of its state (the scaled query in key
-    /// space) changes by more than eps.
+    /// query, when no coordinate of its state changes by more than eps. The
+    /// state is the key-space pattern before beta (the normalised query,
+    /// then `xi k`), as SEMANTICS.md applies beta to the scores, not to the
+    /// state; hopfield-layers' `q` is beta times it.
     State,
 }
 
@@ -256,149 +162,6 @@ pub struct Updates {
     pub eps: Vec<f64>,
     /// Which stop rule.
     pub rule: StopRule,
-}
-
-/// The normaliser that turns one problem's queries and keys into the
-/// association matrix; the retrieval method of the layer. [`Association::Softmax`]
-/// is hopfield-layers; the others are the NPH layer's swaps (nonparametric
-/// paper, Appendix D), each computed by the engine's CPU reference for that
-/// method. The queries arrive scaled by beta, so every method runs at
-/// beta = 1 on them.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Association {
-    /// `softmax(q k^T)` ([`super::dense`]).
-    Softmax,
-    /// Softmax over the `k` largest scores ([`super::sparse`]).
-    TopK {
-        /// Memories kept per query.
-        k: usize,
-    },
-    /// Softmax over `k` memories drawn per query ([`super::sparse`]).
-    Random {
-        /// Memories kept per query.
-        k: usize,
-        /// Seed.
-        seed: u64,
-    },
-    /// Softmax over a window of memories ([`super::sparse`]).
-    Window {
-        /// Width; default `ceil(sqrt(M))` of the problem's unmasked memories.
-        width: Option<usize>,
-    },
-    /// sparsemax ([`super::entmax`]).
-    Sparsemax,
-    /// 1.5-entmax ([`super::entmax`]).
-    Entmax15,
-    /// Polynomial kernel `P(<q, k>)` ([`super::feature`]), with the Taylor
-    /// polynomial chosen per problem for `R = max |q|_2 max |k|_2`.
-    Poly {
-        /// Relative error of P against exp on `[-R, R]`.
-        delta: f64,
-        /// A fixed degree instead of the lowest that meets `delta`.
-        degree: Option<usize>,
-    },
-    /// Linear kernel `<elu(q) + 1, elu(k) + 1>` ([`super::feature`]).
-    Linear,
-    /// Positive random features ([`super::feature`]), drawn for the head dimension.
-    Prf {
-        /// Features (default `ceil(d ln d)`).
-        features: Option<usize>,
-        /// Seed.
-        seed: u64,
-        /// Orthogonal blocks.
-        orthogonal: bool,
-    },
-}
-
-impl Association {
-    /// The `[L, S]` association matrix of queries `q` (`[L, d]`, scaled)
-    /// against keys `k` (`[S, d]`); memory `mu` takes part only where
-    /// `keep[mu]`, and the others get weight exactly 0.
-    pub fn weights(&self, q: &Matrix, k: &Matrix, keep: &[bool]) -> Result<Matrix> {
-        let kept: Vec<usize> = (0..k.rows).filter(|&mu| keep[mu]).collect();
-        if kept.is_empty() {
-            return Err(Error::invalid("mask", "every memory", "a query needs at least one unmasked memory"));
-        }
-        let keys = k.select_rows(&kept);
-        let m = kept.len();
-        let d = q.cols;
-        let rows: Vec<Vec<f64>> = match self {
-            Association::Softmax => (0..q.rows).map(|l| softmax(&scores(q.row(l), &keys, 1.0))).collect(),
-            Association::TopK { k } => {
-                Method::TopK { k: *k }.validate()?;
-                support_rows(q, &keys, |_, s| top_k_support(s, *k))
-            }
-            Association::Random { k, seed } => {
-                Method::Random { k: *k, seed: *seed }.validate()?;
-                support_rows(q, &keys, |l, _| random_support(*seed, l, m, *k))
-            }
-            Association::Window { width } => {
-                Method::Window { width: *width }.validate()?;
-                let w = width.unwrap_or_else(|| default_window(m));
-                support_rows(q, &keys, |l, _| window_range(l, q.rows, m, w).collect())
-            }
-            Association::Sparsemax => (0..q.rows).map(|l| sparsemax(&scores(q.row(l), &keys, 1.0))).collect(),
-            Association::Entmax15 => (0..q.rows).map(|l| entmax15(&scores(q.row(l), &keys, 1.0))).collect(),
-            Association::Poly { delta, degree } => {
-                let norm = |x: &Matrix| (0..x.rows).map(|i| dot(x.row(i), x.row(i)).sqrt()).fold(0.0, f64::max);
-                let range = norm(q) * norm(&keys);
-                let poly = match degree {
-                    Some(g) => Polynomial::new(*g, range)?,
-                    None => choose_polynomial(range, *delta, d, MAX_DEGREE)?.poly,
-                };
-                kernel_rows(q, &keys, |x, y| horner(&poly.coefs, dot(x, y)))
-            }
-            Association::Linear => kernel_rows(q, &keys, |x, y| dot(&linear_feature_map(x), &linear_feature_map(y))),
-            Association::Prf { features, seed, orthogonal } => {
-                let rf = RandomFeatures::new(d, features.unwrap_or(default_feature_count(d)), *seed, *orthogonal)?;
-                let w = Matrix { rows: rf.m, cols: d, data: rf.w.clone() };
-                // The reference's own PRF retrieval, read out against the
-                // identity: row l of `z` is then row l of the weights.
-                let eye = identity(m);
-                let z = feature::prf(q, &keys, &eye, 1.0, &w);
-                (0..q.rows).map(|l| z.row(l).to_vec()).collect()
-            }
-        };
-        let mut out = Matrix::zeros(q.rows, k.rows);
-        for (l, row) in rows.iter().enumerate() {
-            for (j, &mu) in kept.iter().enumerate() {
-                out.row_mut(l)[mu] = row[j];
-            }
-        }
-        Ok(out)
-    }
-}
-
-/// Softmax over each query's support set (`choose(l, scores)`), 0 elsewhere.
-fn support_rows(q: &Matrix, keys: &Matrix, choose: impl Fn(usize, &[f64]) -> Vec<usize>) -> Vec<Vec<f64>> {
-    (0..q.rows)
-        .map(|l| {
-            let s = scores(q.row(l), keys, 1.0);
-            let idx = choose(l, &s);
-            let w = softmax(&idx.iter().map(|&i| s[i]).collect::<Vec<_>>());
-            let mut row = vec![0.0; keys.rows];
-            idx.iter().zip(w).for_each(|(&i, wi)| row[i] = wi);
-            row
-        })
-        .collect()
-}
-
-/// `k(q_l, k_mu) / sum_mu k(q_l, k_mu)`, pair by pair (SEMANTICS.md, "Kernel
-/// (feature-map) retrieval").
-fn kernel_rows(q: &Matrix, keys: &Matrix, kernel: impl Fn(&[f64], &[f64]) -> f64) -> Vec<Vec<f64>> {
-    (0..q.rows)
-        .map(|l| {
-            let kv: Vec<f64> = (0..keys.rows).map(|mu| kernel(q.row(l), keys.row(mu))).collect();
-            let total: f64 = kv.iter().sum();
-            kv.iter().map(|v| v / total).collect()
-        })
-        .collect()
-}
-
-fn identity(m: usize) -> Matrix {
-    let mut eye = Matrix::zeros(m, m);
-    (0..m).for_each(|i| eye.row_mut(i)[i] = 1.0);
-    eye
 }
 
 /// A `Hopfield` module's association core (hopfield-layers' `HopfieldCore`).
@@ -454,7 +217,8 @@ pub struct Forward {
 
 /// One problem: per sequence and head.
 struct Problem {
-    q: Matrix,
+    /// The state in key space before beta: the (normalised) query, then `xi k`.
+    x: Matrix,
     k: Matrix,
     v: Matrix,
     xi: Matrix,
@@ -473,7 +237,7 @@ pub fn forward(
     state: &[Matrix],
     projection: &[Matrix],
     mask: Option<&[Vec<bool>]>,
-    association: &Association,
+    method: &Method,
 ) -> Result<Forward> {
     let core = &module.core;
     let heads = core.heads;
@@ -555,15 +319,14 @@ pub fn forward(
                 q = ln.apply(&q);
                 k = ln.apply(&k);
             }
-            core.scaling.scale(&mut q, h, heads, true)?;
             if core.zero_association {
                 k.data.extend(std::iter::repeat_n(0.0, k.cols));
                 k.rows += 1;
                 v.data.extend(std::iter::repeat_n(0.0, v.cols));
                 v.rows += 1;
             }
-            let xi = association.weights(&q, &k, &keep)?;
-            row.push(Problem { q, k, v, xi });
+            let xi = weights(core, method, &q, h, true, &k, &keep)?;
+            row.push(Problem { x: q, k, v, xi });
         }
         problems.push(row);
         keeps.push(keep);
@@ -582,9 +345,8 @@ pub fn forward(
                     let mut change: f64 = 0.0;
                     for (n, seq) in problems.iter_mut().enumerate() {
                         let pr = &mut seq[h];
-                        pr.q = next_state(&pr.xi, &pr.k);
-                        core.scaling.scale(&mut pr.q, h, heads, false)?;
-                        let xi = association.weights(&pr.q, &pr.k, &keeps[n])?;
+                        pr.x = next_state(&pr.xi, &pr.k);
+                        let xi = weights(core, method, &pr.x, h, false, &pr.k, &keeps[n])?;
                         let diff: f64 = xi.data.iter().zip(&pr.xi.data).map(|(a, b)| (a - b) * (a - b)).sum();
                         change = change.max(diff.sqrt());
                         pr.xi = xi;
@@ -600,22 +362,21 @@ pub fn forward(
                 let mut all_converged = true;
                 for (n, seq) in problems.iter_mut().enumerate() {
                     let pr = &mut seq[h];
-                    let mut active = vec![true; pr.q.rows];
+                    let mut active = vec![true; pr.x.rows];
                     let mut steps = 0;
                     while steps < cap && active.iter().any(|&a| a) {
-                        let mut q = next_state(&pr.xi, &pr.k);
-                        core.scaling.scale(&mut q, h, heads, false)?;
+                        let x = next_state(&pr.xi, &pr.k);
                         for (l, act) in active.iter_mut().enumerate() {
                             if *act {
                                 let moved =
-                                    q.row(l).iter().zip(pr.q.row(l)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-                                pr.q.row_mut(l).copy_from_slice(q.row(l));
+                                    x.row(l).iter().zip(pr.x.row(l)).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+                                pr.x.row_mut(l).copy_from_slice(x.row(l));
                                 *act = moved > eps;
                             }
                         }
                         // Rows of queries that had stopped keep their state, so
                         // their association rows come out as before.
-                        pr.xi = association.weights(&pr.q, &pr.k, &keeps[n])?;
+                        pr.xi = weights(core, method, &pr.x, h, false, &pr.k, &keeps[n])?;
                         steps += 1;
                     }
                     all_converged &= !active.iter().any(|&a| a);
@@ -637,7 +398,7 @@ pub fn forward(
     let mut out = Vec::with_capacity(n_seq);
     for seq in &problems {
         let width: usize = seq.iter().map(|p| p.v.cols).sum();
-        let rows = seq[0].q.rows;
+        let rows = seq[0].x.rows;
         let mut z = Matrix::zeros(rows, width);
         let mut offset = 0;
         for pr in seq {
@@ -666,17 +427,25 @@ pub fn forward(
     Ok(Forward { out, updates, converged, association })
 }
 
+/// The association of head `h`'s key-space states `x` (scaled here by beta:
+/// `first` at the first step, where a per-head scaling tiles differently).
+fn weights(
+    core: &Core,
+    method: &Method,
+    x: &Matrix,
+    h: usize,
+    first: bool,
+    k: &Matrix,
+    keep: &[bool],
+) -> Result<Matrix> {
+    let mut q = x.clone();
+    core.scaling.scale(&mut q, h, core.heads, first)?;
+    association(method, &q, k, keep)
+}
+
 /// `xi k`: the new state of every query, before scaling.
 fn next_state(xi: &Matrix, k: &Matrix) -> Matrix {
     map_rows(xi, k.cols, |row| weighted_sum(row, k))
-}
-
-fn map_rows(x: &Matrix, cols: usize, f: impl Fn(&[f64]) -> Vec<f64>) -> Matrix {
-    let mut out = Matrix::zeros(x.rows, cols);
-    for i in 0..x.rows {
-        out.row_mut(i).copy_from_slice(&f(x.row(i)));
-    }
-    out
 }
 
 #[cfg(test)]
@@ -685,54 +454,6 @@ mod tests {
 
     fn m(rows: usize, cols: usize, data: &[f64]) -> Matrix {
         Matrix { rows, cols, data: data.to_vec() }
-    }
-
-    #[test]
-    fn layer_norm_matches_hand_values() {
-        // x = [1, 2, 3]: mean 2, biased var 2/3.
-        let ln = LayerNorm { eps: 0.0, affine: Some((vec![2.0, 1.0, 1.0], vec![0.0, 0.0, 1.0])) };
-        let y = ln.apply_row(&[1.0, 2.0, 3.0]);
-        let s = (2.0f64 / 3.0).sqrt();
-        for (got, want) in y.iter().zip([-2.0 / s, 0.0, 1.0 / s + 1.0]) {
-            assert!((got - want).abs() < 1e-12, "{y:?}");
-        }
-    }
-
-    #[test]
-    fn feed_forward_is_w2_relu_w1_plus_b() {
-        let ff = FeedForward {
-            first: Linear { weight: m(2, 1, &[1.0, -1.0]), bias: Some(vec![0.0, 0.5]) },
-            second: Linear { weight: m(1, 2, &[3.0, 5.0]), bias: Some(vec![1.0]) },
-        };
-        // x = 2: W1 x + b1 = [2, -1.5] -> relu [2, 0] -> 3 * 2 + 0 + 1 = 7.
-        assert_eq!(ff.apply(&m(1, 1, &[2.0])).data, vec![7.0]);
-        // x = -1: [-1, 1.5] -> [0, 1.5] -> 7.5 + 1 = 8.5.
-        assert_eq!(ff.apply(&m(1, 1, &[-1.0])).data, vec![8.5]);
-    }
-
-    #[test]
-    fn masked_memories_get_exactly_zero_for_every_method() {
-        let q = m(2, 2, &[0.3, -0.2, 1.0, 0.5]);
-        let k = m(4, 2, &[1.0, 0.0, 0.0, 1.0, -1.0, 0.5, 0.2, 0.2]);
-        let keep = [true, false, true, true];
-        for a in [
-            Association::Softmax,
-            Association::TopK { k: 2 },
-            Association::Random { k: 2, seed: 1 },
-            Association::Window { width: None },
-            Association::Sparsemax,
-            Association::Entmax15,
-            Association::Poly { delta: 1e-3, degree: None },
-            Association::Linear,
-            Association::Prf { features: Some(8), seed: 2, orthogonal: false },
-        ] {
-            let w = a.weights(&q, &k, &keep).unwrap();
-            for l in 0..2 {
-                assert_eq!(w.row(l)[1], 0.0, "{a:?}");
-                assert!((w.row(l).iter().sum::<f64>() - 1.0).abs() < 1e-12, "{a:?}: {:?}", w.row(l));
-            }
-        }
-        assert!(Association::Softmax.weights(&q, &k, &[false; 4]).is_err());
     }
 
     #[test]
@@ -753,7 +474,7 @@ mod tests {
         let y = m(2, 2, &[1.0, 0.0, 0.0, 1.0]);
         let r = m(1, 2, &[0.5, 0.25]);
         let p = m(2, 1, &[10.0, 20.0]);
-        let f = forward(&module, &[y], &[r], &[p], None, &Association::Softmax).unwrap();
+        let f = forward(&module, &[y], &[r], &[p], None, &Method::Dense).unwrap();
         let w0 = 1.0 / (1.0 + (-0.5f64).exp()); // softmax([1.0, 0.5])[0]
         assert!((f.out[0].data[0] - (10.0 * w0 + 20.0 * (1.0 - w0))).abs() < 1e-12);
         assert_eq!(f.updates, vec![0]);

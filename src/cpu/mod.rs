@@ -12,10 +12,12 @@
 //! [`retrieve`] and [`dynamics`] map every [`Method`] to its reference, once;
 //! the family modules hold the formulas.
 
+pub mod batch;
 pub mod dense;
 pub mod entmax;
 pub mod feature;
 pub mod layer;
+pub mod linalg;
 pub mod network;
 pub mod topk;
 pub mod update;

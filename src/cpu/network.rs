@@ -21,9 +21,11 @@
 //! check both.
 
 use super::dense::{log_sum_exp, softmax, weighted_sum};
-use super::layer::{forward, Association, FeedForward, LayerNorm, Linear, Module};
+use super::layer::{forward, Module};
+use super::linalg::{FeedForward, LayerNorm, Linear};
 use super::{dot, Matrix};
 use crate::error::Result;
+use crate::method::Method;
 
 /// Where a Hopfield block's stored patterns come from.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,7 +53,7 @@ pub enum Block {
         /// Its stored patterns.
         memories: Memories,
         /// Its retrieval (softmax for the MHN of the paper).
-        association: Association,
+        association: Method,
     },
 }
 
@@ -64,7 +66,7 @@ pub fn network_forward(blocks: &[Block], x: &Matrix) -> Result<Matrix> {
             Block::LayerNorm(ln) => ln.apply(&h),
             Block::Residual(inner) => {
                 let g = network_forward(inner, &h)?;
-                super::layer::residual_add(&h, &g)
+                super::linalg::residual_add(&h, &g)
             }
             Block::Hopfield { module, memories, association } => {
                 let stored = match memories {
@@ -160,13 +162,9 @@ mod tests {
     fn a_bank_block_is_dense_retrieval_and_a_hidden_block_self_association() {
         let x = rand_matrix(1, 3, 4);
         let bank = rand_matrix(2, 6, 4);
-        let a = Association::Softmax;
+        let a = Method::Dense;
         let out = network_forward(
-            &[Block::Hopfield {
-                module: Box::new(plain(1.7)),
-                memories: Memories::Bank(bank.clone()),
-                association: a.clone(),
-            }],
+            &[Block::Hopfield { module: Box::new(plain(1.7)), memories: Memories::Bank(bank.clone()), association: a }],
             &x,
         )
         .unwrap();
@@ -190,7 +188,7 @@ mod tests {
         let out =
             network_forward(&[Block::Residual(vec![Block::FeedForward(ff.clone())]), Block::LayerNorm(ln.clone())], &x)
                 .unwrap();
-        let want = ln.apply(&super::super::layer::residual_add(&x, &ff.apply(&x)));
+        let want = ln.apply(&super::super::linalg::residual_add(&x, &ff.apply(&x)));
         assert!(max_diff(&out, &want) < 1e-15);
     }
 
@@ -247,7 +245,7 @@ mod tests {
         let y = rand_matrix(11, 5, 3);
         let m = kernelized(&plain(1.3), &w);
         let ys = std::slice::from_ref(&y);
-        let f = forward(&m, ys, std::slice::from_ref(&r), ys, None, &Association::Softmax).unwrap();
+        let f = forward(&m, ys, std::slice::from_ref(&r), ys, None, &Method::Dense).unwrap();
         for l in 0..2 {
             let z = khn_update(r.row(l), &y, &w.weight, 1.3);
             assert!(f.out[0].row(l).iter().zip(&z).all(|(a, b)| (a - b).abs() < 1e-14));

@@ -16,6 +16,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::method::Method;
 
 /// The three hopfield-layers module classes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,127 +92,99 @@ pub struct NormArgs {
     pub eps: f64,
 }
 
-/// hopfield-gpu's own `method` argument: which retrieval replaces the softmax
-/// of each head (the nonparametric paper's NPH layer, Appendix D). The
-/// parameters mean what they mean for `retrieve` (SEMANTICS.md); the GPU
-/// layer maps each variant onto the engine's method one to one.
+/// hopfield-gpu's own `method` argument: which retrieval method replaces the
+/// softmax of each head (the nonparametric paper's NPH layer, Appendix D),
+/// as a [`Method`] with the parameters it has for `retrieve` (SEMANTICS.md).
 ///
 /// JSON: a name (`"dense"`, `"sparsemax"`, ...) or an object
-/// `{"name": "topk", "k": 8}`; the field names are the `retrieve` flags'.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub enum MethodSpec {
-    /// Softmax, as hopfield-layers computes it.
-    #[default]
-    Dense,
-    /// Softmax over the `k` largest scores.
-    TopK {
-        /// Memories kept per query (>= 1).
-        k: usize,
-    },
-    /// Softmax over `k` memories drawn per query from a seeded hash.
-    Random {
-        /// Memories kept per query (>= 1).
-        k: usize,
-        /// Seed of the draw.
-        seed: u64,
-    },
-    /// Softmax over a window of memories centred at `floor(l M / L)`.
-    Window {
-        /// Window width (>= 1); default `ceil(sqrt(M))`.
-        window: Option<usize>,
-    },
-    /// sparsemax of the scores.
-    Sparsemax,
-    /// 1.5-entmax of the scores.
-    Entmax15,
-    /// Polynomial low-rank kernel.
-    Poly {
-        /// Relative error of the polynomial against exp, in (0, 1).
-        delta: f64,
-        /// A fixed degree instead of the lowest that meets `delta`.
-        degree: Option<usize>,
-    },
-    /// Linear kernel, `phi(x) = elu(x) + 1`.
-    Linear,
-    /// Positive random features.
-    Prf {
-        /// Number of random features (default `ceil(d ln d)`).
-        features: Option<usize>,
-        /// Seed of the projection.
-        seed: u64,
-        /// Orthogonal blocks.
-        orthogonal: bool,
-    },
+/// `{"name": "topk", "k": 8}`; the field names are the `retrieve` flags'
+/// (`k`, `seed`, `window`, `delta`, `degree`, `features`, `orthogonal`).
+/// `dense-naive` (a bench baseline) and `auto` (which needs the data's
+/// magnitudes before the layer has computed its queries) are refused.
+fn parse_method(value: &Value) -> Result<Method> {
+    let (name, mut fields) = match value {
+        Value::String(name) => (name.clone(), Map::new()),
+        Value::Object(map) => {
+            let mut map = map.clone();
+            let name = match map.remove("name") {
+                Some(Value::String(name)) => name,
+                Some(other) => return Err(config_error("method.name", format!("must be a string, not {other}"))),
+                None => return Err(config_error("method", "an object needs a \"name\" (\"dense\", \"topk\", ...)")),
+            };
+            (name, map)
+        }
+        other => return Err(config_error("method", format!("must be a name or an object, not {other}"))),
+    };
+    let mut f = Fields { map: &mut fields, prefix: "method." };
+    let method = match name.as_str() {
+        "dense" => Method::Dense,
+        "topk" => Method::TopK { k: f.required_count("k")? },
+        "random" => Method::Random { k: f.required_count("k")?, seed: f.u64_or("seed", 0)? },
+        "window" => Method::Window { width: f.opt_count("window")? },
+        "sparsemax" => Method::Sparsemax,
+        "entmax15" => Method::Entmax15,
+        "poly" => {
+            let delta = f.required_f64("delta")?;
+            if !(delta > 0.0 && delta < 1.0) {
+                return Err(config_error("method.delta", format!("{delta}: must lie in (0, 1)")));
+            }
+            Method::Poly { delta, degree: f.opt_count("degree")? }
+        }
+        "linear" => Method::Linear,
+        "prf" => Method::Prf {
+            features: f.opt_count("features")?,
+            seed: f.u64_or("seed", 0)?,
+            orthogonal: f.bool_or("orthogonal", false)?,
+        },
+        other => {
+            return Err(config_error(
+                "method",
+                format!(
+                    "unknown method {other:?}: expected dense, topk, random, window, sparsemax, entmax15, poly, \
+                     linear or prf"
+                ),
+            ))
+        }
+    };
+    if let Some(extra) = fields.keys().next() {
+        return Err(config_error(format!("method.{extra}"), format!("not a parameter of method {name:?}")));
+    }
+    check_layer_method(&method)?;
+    Ok(method)
 }
 
-impl MethodSpec {
-    /// The name used in configs (the `retrieve --method` names).
-    pub fn name(self) -> &'static str {
-        match self {
-            MethodSpec::Dense => "dense",
-            MethodSpec::TopK { .. } => "topk",
-            MethodSpec::Random { .. } => "random",
-            MethodSpec::Window { .. } => "window",
-            MethodSpec::Sparsemax => "sparsemax",
-            MethodSpec::Entmax15 => "entmax15",
-            MethodSpec::Poly { .. } => "poly",
-            MethodSpec::Linear => "linear",
-            MethodSpec::Prf { .. } => "prf",
+/// Whether `method` can replace a layer's softmax: every method but the
+/// naive baseline and `auto`, with valid parameters. The error names
+/// `method` (or `method.<field>`).
+pub fn check_layer_method(method: &Method) -> Result<()> {
+    match method {
+        Method::DenseNaive | Method::Auto { .. } => {
+            return Err(config_error(
+                "method",
+                format!(
+                    "{} cannot run inside a layer (dense-naive is a bench baseline; auto needs the queries' \
+                     magnitudes before the layer has computed them): name a method",
+                    method.name()
+                ),
+            ))
         }
+        Method::Dense
+        | Method::TopK { .. }
+        | Method::Random { .. }
+        | Method::Window { .. }
+        | Method::Sparsemax
+        | Method::Entmax15
+        | Method::Poly { .. }
+        | Method::Linear
+        | Method::Prf { .. } => {}
     }
-
-    fn parse(value: &Value) -> Result<Self> {
-        let (name, mut fields) = match value {
-            Value::String(name) => (name.clone(), Map::new()),
-            Value::Object(map) => {
-                let mut map = map.clone();
-                let name = match map.remove("name") {
-                    Some(Value::String(name)) => name,
-                    Some(other) => return Err(config_error("method.name", format!("must be a string, not {other}"))),
-                    None => {
-                        return Err(config_error("method", "an object needs a \"name\" (\"dense\", \"topk\", ...)"))
-                    }
-                };
-                (name, map)
-            }
-            other => return Err(config_error("method", format!("must be a name or an object, not {other}"))),
-        };
-        let mut f = Fields { map: &mut fields, prefix: "method." };
-        let spec = match name.as_str() {
-            "dense" => MethodSpec::Dense,
-            "topk" => MethodSpec::TopK { k: f.required_count("k")? },
-            "random" => MethodSpec::Random { k: f.required_count("k")?, seed: f.u64_or("seed", 0)? },
-            "window" => MethodSpec::Window { window: f.opt_count("window")? },
-            "sparsemax" => MethodSpec::Sparsemax,
-            "entmax15" => MethodSpec::Entmax15,
-            "poly" => {
-                let delta = f.required_f64("delta")?;
-                if !(delta > 0.0 && delta < 1.0) {
-                    return Err(config_error("method.delta", format!("{delta}: must lie in (0, 1)")));
-                }
-                MethodSpec::Poly { delta, degree: f.opt_count("degree")? }
-            }
-            "linear" => MethodSpec::Linear,
-            "prf" => MethodSpec::Prf {
-                features: f.opt_count("features")?,
-                seed: f.u64_or("seed", 0)?,
-                orthogonal: f.bool_or("orthogonal", false)?,
-            },
-            other => {
-                return Err(config_error(
-                    "method",
-                    format!(
-                        "unknown method {other:?}: expected dense, topk, random, window, sparsemax, entmax15, poly, \
-                         linear or prf"
-                    ),
-                ))
-            }
-        };
-        if let Some(extra) = fields.keys().next() {
-            return Err(config_error(format!("method.{extra}"), format!("not a parameter of method {name:?}")));
+    method.validate().map_err(|e| match e {
+        Error::InvalidParameter { name, why, .. } => {
+            let field = if name == "width" { "window" } else { name };
+            config_error(format!("method.{field}"), why)
         }
-        Ok(spec)
-    }
+        other => other,
+    })
 }
 
 /// Every constructor argument of `hflayers.Hopfield`, with its default. The
@@ -326,7 +299,7 @@ pub struct LayerConfig {
     /// on the forward pass.
     pub lookup_targets_as_trainable: bool,
     /// hopfield-gpu's `method` (default dense).
-    pub method: MethodSpec,
+    pub method: Method,
 }
 
 /// The arguments every class takes (hflayers 1.0.2 `__init__.py`).
@@ -599,8 +572,8 @@ impl LayerConfig {
         let lookup_weights_as_separated = f.bool_or("lookup_weights_as_separated", false)?;
         let lookup_targets_as_trainable = f.bool_or("lookup_targets_as_trainable", true)?;
         let method = match f.take("method") {
-            None | Some(Value::Null) => MethodSpec::Dense,
-            Some(v) => MethodSpec::parse(&v)?,
+            None | Some(Value::Null) => Method::Dense,
+            Some(v) => parse_method(&v)?,
         };
         // Every name was checked against the class's list above and taken since.
         debug_assert!(args.is_empty(), "argument table and parser disagree: {args:?}");
@@ -925,7 +898,7 @@ mod tests {
     fn defaults_are_hflayers_defaults() {
         let c = parse(r#"{"class": "Hopfield", "args": {"input_size": 8}}"#).unwrap();
         assert_eq!(c.hopfield, HopfieldArgs { input_size: Some(8), ..HopfieldArgs::default() });
-        assert_eq!(c.method, MethodSpec::Dense);
+        assert_eq!(c.method, Method::Dense);
         let g = c.geometry().unwrap();
         assert_eq!((g.head_dim, g.pattern_dim, g.out_dim, g.packed), (Some(8), Some(8), Some(8), true));
         assert_eq!(g.scaling, PerHead::All(1.0 / 8f64.sqrt()));
@@ -979,7 +952,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.hopfield.update_steps_max, PerHead::Each(vec![None, Some(3)]));
-        assert_eq!(c.method, MethodSpec::Prf { features: Some(16), seed: 3, orthogonal: false });
+        assert_eq!(c.method, Method::Prf { features: Some(16), seed: 3, orthogonal: false });
         let c = parse(r#"{"class": "Hopfield", "args": {"input_size": 4, "update_steps_max": null}}"#).unwrap();
         assert_eq!(c.hopfield.update_steps_max, PerHead::All(None));
     }

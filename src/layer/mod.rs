@@ -10,12 +10,11 @@
 pub mod config;
 pub mod weights;
 
-use crate::cpu::layer::{
-    self as reference, Association, Heads, InputPath, LayerNorm, Linear, Scaling, StopRule, Updates,
-};
+use crate::cpu::layer::{self as reference, Heads, InputPath, Scaling, StopRule, Updates};
+use crate::cpu::linalg::{LayerNorm, Linear};
 use crate::cpu::Matrix;
 use crate::error::{Error, Result};
-use config::{LayerClass, LayerConfig, MethodSpec, NormArgs, PerHead, ValueHeads};
+use config::{LayerClass, LayerConfig, NormArgs, PerHead, ValueHeads};
 use weights::{Affine, LayerWeights, Projection};
 
 /// A batch of sequences, batch first: `n` sequences of `rows` patterns of
@@ -308,21 +307,6 @@ pub fn reference_module(config: &LayerConfig, w: &LayerWeights, rule: StopRule) 
     })
 }
 
-/// The reference's association for a config's `method`, one to one.
-pub fn association(method: MethodSpec) -> Association {
-    match method {
-        MethodSpec::Dense => Association::Softmax,
-        MethodSpec::TopK { k } => Association::TopK { k },
-        MethodSpec::Random { k, seed } => Association::Random { k, seed },
-        MethodSpec::Window { window } => Association::Window { width: window },
-        MethodSpec::Sparsemax => Association::Sparsemax,
-        MethodSpec::Entmax15 => Association::Entmax15,
-        MethodSpec::Poly { delta, degree } => Association::Poly { delta, degree },
-        MethodSpec::Linear => Association::Linear,
-        MethodSpec::Prf { features, seed, orthogonal } => Association::Prf { features, seed, orthogonal },
-    }
-}
-
 /// The f64 reference forward pass of the module: hopfield-layers' eval-mode
 /// output, batch first `[N, L, out]` (for `HopfieldPooling`, L = `quantity`:
 /// hopfield-layers' flattened `[N, quantity * out]` is the same memory).
@@ -335,5 +319,5 @@ pub fn forward_reference(
 ) -> Result<reference::Forward> {
     let module = reference_module(config, w, rule)?;
     let x = resolve_inputs(config, w, inputs)?;
-    reference::forward(&module, &x.stored, &x.state, &x.projection, x.mask.as_deref(), &association(config.method))
+    reference::forward(&module, &x.stored, &x.state, &x.projection, x.mask.as_deref(), &config.method)
 }
