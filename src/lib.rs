@@ -32,6 +32,7 @@ mod feature;
 mod host;
 mod kernels;
 pub mod layer;
+pub mod linalg;
 mod method;
 pub mod npy;
 mod planner;
