@@ -408,6 +408,7 @@ fn map(w: &Matrix, u: &Matrix) -> Matrix {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::matrix;
     use super::*;
 
     fn m(rows: usize, cols: usize, data: &[f64]) -> Matrix {
@@ -437,17 +438,6 @@ mod tests {
             }
         }
         assert!(association(&Method::Dense, &q, &k, &[false; 4]).is_err());
-    }
-
-    /// A deterministic pseudo-random matrix in [-1, 1) (an LCG).
-    fn matrix(rows: usize, cols: usize, mut state: u64) -> Matrix {
-        let data = (0..rows * cols)
-            .map(|_| {
-                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-                (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-            })
-            .collect();
-        Matrix { rows, cols, data }
     }
 
     #[test]
