@@ -49,5 +49,8 @@ pub use host::{available_memory, check_allocation as check_host_memory};
 pub use method::{default_feature_count, default_window, random_rank_key, window_range, Method, MAX_DEGREE};
 pub use planner::{f32_rounding_bound, plan, poly_choice, Candidate, Plan, PolyReport};
 pub use retrieve::encode::MAX_ENCODED_STEPS;
-pub use retrieve::{Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, MAX_STEPS};
+pub use retrieve::{
+    Batch, BatchGroup, BatchMemories, BatchOptions, BatchProblem, BatchRetrieval, BatchSpace, BatchStop, GroupResult,
+    ProblemResult, Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, MAX_STEPS,
+};
 pub use stats::{Magnitudes, ProblemStats};

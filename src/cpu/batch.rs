@@ -26,15 +26,19 @@ use crate::feature::poly::{choose_polynomial, horner, Polynomial};
 use crate::feature::prf::linear_feature_map;
 use crate::method::{default_feature_count, default_window, window_range, Method, MAX_DEGREE};
 
-/// The `[L, S]` association matrix of queries `q` (`[L, d]`, already
-/// multiplied by beta) against keys `k` (`[S, d]`) under `method`: memory
-/// `mu` takes part only where `keep[mu]`, and the others get weight exactly
-/// 0. A polynomial without its degree takes the lowest Taylor degree that
-/// meets its `delta` for `R = max |q| max |k|` (2-norms, kept keys).
+/// The `[L, S]` association matrix of states `q` (`[L, d]`) against keys
+/// `k` (`[S, d]`) at inverse temperature `beta` under `method`, as the
+/// method's own retrieval would weight the memories (SEMANTICS.md): the
+/// scores `beta <q, k>` for the softmax-like methods and `P(beta <q, k>)`
+/// for poly; linear has no beta; prf maps `sqrt(beta) q` and
+/// `sqrt(beta) k`. Memory `mu` takes part only where `keep[mu]`, and the
+/// others get weight exactly 0. A polynomial without its degree takes the
+/// lowest Taylor degree that meets its `delta` for
+/// `R = beta max |q| max |k|` (2-norms, kept keys).
 ///
 /// # Errors
 /// Nothing kept; a method with invalid parameters; `auto` (resolve it first).
-pub fn association(method: &Method, q: &Matrix, k: &Matrix, keep: &[bool]) -> Result<Matrix> {
+pub fn association(method: &Method, q: &Matrix, k: &Matrix, beta: f64, keep: &[bool]) -> Result<Matrix> {
     method.validate()?;
     let kept: Vec<usize> = (0..k.rows).filter(|&mu| keep[mu]).collect();
     if kept.is_empty() {
@@ -43,25 +47,25 @@ pub fn association(method: &Method, q: &Matrix, k: &Matrix, keep: &[bool]) -> Re
     let keys = k.select_rows(&kept);
     let m = kept.len();
     let d = q.cols;
-    let score_rows = || (0..q.rows).map(|l| scores(q.row(l), &keys, 1.0));
+    let score_rows = || (0..q.rows).map(|l| scores(q.row(l), &keys, beta));
     let rows: Vec<Vec<f64>> = match *method {
         Method::Dense | Method::DenseNaive => score_rows().map(|s| softmax(&s)).collect(),
-        Method::TopK { k } => support_rows(q, &keys, |_, s| top_k_support(s, k)),
-        Method::Random { k, seed } => support_rows(q, &keys, |l, _| random_support(seed, l, m, k)),
+        Method::TopK { k } => support_rows(q, &keys, beta, |_, s| top_k_support(s, k)),
+        Method::Random { k, seed } => support_rows(q, &keys, beta, |l, _| random_support(seed, l, m, k)),
         Method::Window { width } => {
             let w = width.unwrap_or_else(|| default_window(m));
-            support_rows(q, &keys, |l, _| window_range(l, q.rows, m, w).collect())
+            support_rows(q, &keys, beta, |l, _| window_range(l, q.rows, m, w).collect())
         }
         Method::Sparsemax => score_rows().map(|s| sparsemax(&s)).collect(),
         Method::Entmax15 => score_rows().map(|s| entmax15(&s)).collect(),
         Method::Poly { delta, degree } => {
             let norm = |x: &Matrix| (0..x.rows).map(|i| dot(x.row(i), x.row(i)).sqrt()).fold(0.0, f64::max);
-            let range = norm(q) * norm(&keys);
+            let range = beta * norm(q) * norm(&keys);
             let poly = match degree {
                 Some(g) => Polynomial::new(g, range)?,
                 None => choose_polynomial(range, delta, d, MAX_DEGREE)?.poly,
             };
-            kernel_rows(q, &keys, |x, y| horner(&poly.coefs, dot(x, y)))
+            kernel_rows(q, &keys, |x, y| horner(&poly.coefs, beta * dot(x, y)))
         }
         Method::Linear => kernel_rows(q, &keys, |x, y| dot(&linear_feature_map(x), &linear_feature_map(y))),
         Method::Prf { features, seed, orthogonal } => {
@@ -69,7 +73,7 @@ pub fn association(method: &Method, q: &Matrix, k: &Matrix, keep: &[bool]) -> Re
             let w = feature::prf_projection(d, features.unwrap_or_else(|| default_feature_count(d)), seed, orthogonal)?;
             // The reference's own PRF retrieval, read out against the
             // identity: row l of `z` is then row l of the weights.
-            let z = feature::prf(q, &keys, &identity(m), 1.0, &w);
+            let z = feature::prf(q, &keys, &identity(m), beta, &w);
             (0..q.rows).map(|l| z.row(l).to_vec()).collect()
         }
         Method::Auto { .. } => {
@@ -86,10 +90,10 @@ pub fn association(method: &Method, q: &Matrix, k: &Matrix, keep: &[bool]) -> Re
 }
 
 /// Softmax over each query's support set (`choose(l, scores)`), 0 elsewhere.
-fn support_rows(q: &Matrix, keys: &Matrix, choose: impl Fn(usize, &[f64]) -> Vec<usize>) -> Vec<Vec<f64>> {
+fn support_rows(q: &Matrix, keys: &Matrix, beta: f64, choose: impl Fn(usize, &[f64]) -> Vec<usize>) -> Vec<Vec<f64>> {
     (0..q.rows)
         .map(|l| {
-            let s = scores(q.row(l), keys, 1.0);
+            let s = scores(q.row(l), keys, beta);
             let idx = choose(l, &s);
             let w = softmax(&idx.iter().map(|&i| s[i]).collect::<Vec<_>>());
             let mut row = vec![0.0; keys.rows];
@@ -276,7 +280,7 @@ pub fn batch(
         states.push(p.queries.clone());
         sets.push(set.expanded());
     }
-    let weights = |i: usize, x: &Matrix| association(method, &scaled(x, problems[i].beta), &sets[i].0, &sets[i].2);
+    let weights = |i: usize, x: &Matrix| association(method, x, &sets[i].0, problems[i].beta, &sets[i].2);
     let mut xi: Vec<Matrix> = Vec::with_capacity(problems.len());
     let mut steps: Vec<Vec<usize>> = problems.iter().map(|p| vec![0; p.queries.rows]).collect();
     let mut converged: Vec<Vec<bool>> = problems.iter().map(|p| vec![false; p.queries.rows]).collect();
@@ -396,11 +400,6 @@ pub fn batch(
     Ok(BatchOut { problems: out, groups: group_out })
 }
 
-/// `beta x`.
-fn scaled(x: &Matrix, beta: f64) -> Matrix {
-    Matrix { rows: x.rows, cols: x.cols, data: x.data.iter().map(|v| v * beta).collect() }
-}
-
 /// `w u`: every row of weights `w` (`[L, S]`) against the rows of `u` (`[S, c]`).
 fn map(w: &Matrix, u: &Matrix) -> Matrix {
     super::linalg::map_rows(w, u.cols, |row| weighted_sum(row, u))
@@ -431,13 +430,13 @@ mod tests {
             Method::Linear,
             Method::Prf { features: Some(8), seed: 2, orthogonal: false },
         ] {
-            let w = association(&a, &q, &k, &keep).unwrap();
+            let w = association(&a, &q, &k, 1.5, &keep).unwrap();
             for l in 0..2 {
                 assert_eq!(w.row(l)[1], 0.0, "{a:?}");
                 assert!((w.row(l).iter().sum::<f64>() - 1.0).abs() < 1e-12, "{a:?}: {:?}", w.row(l));
             }
         }
-        assert!(association(&Method::Dense, &q, &k, &[false; 4]).is_err());
+        assert!(association(&Method::Dense, &q, &k, 1.0, &[false; 4]).is_err());
     }
 
     #[test]

@@ -427,8 +427,11 @@ pub fn forward(
     Ok(Forward { out, updates, converged, association })
 }
 
-/// The association of head `h`'s key-space states `x` (scaled here by beta:
-/// `first` at the first step, where a per-head scaling tiles differently).
+/// The association of head `h`'s key-space states `x` at the layer's beta
+/// (SEMANTICS.md applies beta to the scores: `beta <x, k>`, and the kernel
+/// methods take it as their own retrieval does). A per-head scaling tensor
+/// scales the features of the queries, tiled as hopfield-layers tiles it
+/// (`first`: at the first step).
 fn weights(
     core: &Core,
     method: &Method,
@@ -438,9 +441,24 @@ fn weights(
     k: &Matrix,
     keep: &[bool],
 ) -> Result<Matrix> {
-    let mut q = x.clone();
-    core.scaling.scale(&mut q, h, core.heads, first)?;
-    association(method, &q, k, keep)
+    match &core.scaling {
+        Scaling::Uniform(beta) => association(method, x, k, *beta, keep),
+        Scaling::Tiled(_) => {
+            if matches!(method, Method::Linear | Method::Prf { .. }) {
+                return Err(Error::LayerConfig {
+                    arg: "scaling".into(),
+                    why: format!(
+                        "a per-head scaling tensor scales each feature of the queries differently, which the {} \
+                         kernel has no beta for: give one scaling for all heads",
+                        method.name()
+                    ),
+                });
+            }
+            let mut q = x.clone();
+            core.scaling.scale(&mut q, h, core.heads, first)?;
+            association(method, &q, k, 1.0, keep)
+        }
+    }
 }
 
 /// `xi k`: the new state of every query, before scaling.

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::method::{default_window, Method};
 use crate::shaders::Shader;
 
+pub(crate) mod batch;
 pub(crate) mod dense;
 pub(crate) mod entmax;
 pub(crate) mod feature;

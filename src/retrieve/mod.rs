@@ -15,9 +15,14 @@ use crate::kernels::Recorder;
 use crate::method::Method;
 use crate::stats::validate_matrix;
 
+pub(crate) mod batch;
 pub(crate) mod encode;
 mod job;
 
+pub use batch::{
+    Batch, BatchGroup, BatchMemories, BatchOptions, BatchProblem, BatchRetrieval, BatchSpace, BatchStop, GroupResult,
+    ProblemResult,
+};
 pub use encode::RetrieveBuffers;
 use job::Job;
 
