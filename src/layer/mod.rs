@@ -15,7 +15,7 @@ use crate::cpu::linalg::{LayerNorm, Linear};
 use crate::cpu::Matrix;
 use crate::error::{Error, Result};
 use config::{LayerClass, LayerConfig, NormArgs, PerHead, ValueHeads};
-use weights::{Affine, LayerWeights, Projection};
+use weights::{Affine, LayerWeights, Projection, Tensor};
 
 /// A batch of sequences, batch first: `n` sequences of `rows` patterns of
 /// `features` floats, row-major `[n, rows, features]`.
@@ -103,8 +103,69 @@ pub struct LayerInputs<'a> {
     pub mask: Option<&'a Mask>,
 }
 
-/// The three inputs of the inner `Hopfield` module, per sequence, after the
-/// class's learned patterns are filled in and every size is checked.
+/// Where one of the inner `Hopfield` module's three inputs comes from: the
+/// caller's batch, or the class's learned patterns (the same for every
+/// sequence).
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// One array per sequence, `[N, rows, F]`.
+    Input(&'a Sequences),
+    /// Learned, `[rows, F]`, shared by every sequence.
+    Learned(&'a Tensor),
+}
+
+impl Source<'_> {
+    /// Patterns per sequence.
+    pub fn rows(&self) -> usize {
+        match self {
+            Source::Input(s) => s.rows,
+            Source::Learned(t) => t.shape[0],
+        }
+    }
+
+    /// Features per pattern.
+    pub fn features(&self) -> usize {
+        match self {
+            Source::Input(s) => s.features,
+            Source::Learned(t) => t.shape[1],
+        }
+    }
+
+    /// The values: `[N, rows, F]` or, learned, `[rows, F]`.
+    pub fn data(&self) -> &[f32] {
+        match self {
+            Source::Input(s) => &s.data,
+            Source::Learned(t) => &t.data,
+        }
+    }
+
+    /// Sequence `n` as an f64 matrix.
+    fn matrix(&self, n: usize) -> Matrix {
+        match self {
+            Source::Input(s) => s.matrix(n),
+            Source::Learned(t) => Matrix::from_f32(t.shape[0], t.shape[1], &t.data),
+        }
+    }
+}
+
+/// The inner `Hopfield` module's inputs after the class's learned patterns
+/// are filled in and every size is checked (the reference and the GPU
+/// layer both start here).
+#[derive(Clone, Copy, Debug)]
+pub struct Resolved<'a> {
+    /// Sequences N.
+    pub n: usize,
+    /// Stored patterns.
+    pub stored: Source<'a>,
+    /// State patterns.
+    pub state: Source<'a>,
+    /// Pattern projections.
+    pub projection: Source<'a>,
+    /// The key-padding mask, `[N, stored rows]`.
+    pub mask: Option<&'a Mask>,
+}
+
+/// The three inputs of the inner `Hopfield` module, per sequence, for the reference.
 struct CoreInputs {
     stored: Vec<Matrix>,
     state: Vec<Matrix>,
@@ -125,22 +186,33 @@ fn refuse(class: LayerClass, what: &str) -> Error {
     Error::invalid("inputs", what, format!("{} does not take this input", class.name()))
 }
 
-fn learned(t: &weights::Tensor, n: usize) -> Vec<Matrix> {
-    let m = Matrix::from_f32(t.shape[0], t.shape[1], &t.data);
-    vec![m; n]
+fn learned<'a>(t: &'a Option<Tensor>, key: &str) -> Result<&'a Tensor> {
+    t.as_ref().ok_or_else(|| Error::LayerWeights { key: key.into(), why: "is missing".into() })
 }
 
-fn resolve_inputs(config: &LayerConfig, w: &LayerWeights, inputs: &LayerInputs) -> Result<CoreInputs> {
+/// Fill in the class's learned patterns and check every input against the
+/// config and against each other: which inputs the class takes, feature
+/// sizes, rows, the mask's shape, and the batch-mixing static inputs that
+/// hopfield-gpu refuses (docs/hflayers.md).
+pub fn resolve<'a>(config: &LayerConfig, w: &'a LayerWeights, inputs: &LayerInputs<'a>) -> Result<Resolved<'a>> {
     let g = config.geometry()?;
     let class = config.class;
     let missing = |what: &'static str| Error::invalid(what, "none", format!("{} needs this input", class.name()));
-    let all = |s: &Sequences| (0..s.n).map(|i| s.matrix(i)).collect::<Vec<_>>();
     let (stored, state, projection, n) = match class {
         LayerClass::Hopfield => {
             let y = inputs.stored.ok_or_else(|| missing("stored"))?;
             let r = inputs.state.ok_or_else(|| missing("state"))?;
             let p = inputs.projection.unwrap_or(y);
-            (all(y), all(r), all(p), y.n)
+            for (what, s) in [("state", r), ("projection", p)] {
+                if s.n != y.n {
+                    return Err(Error::ShapeMismatch {
+                        what: format!("{what} sequences vs stored sequences"),
+                        expected: y.n,
+                        got: s.n,
+                    });
+                }
+            }
+            (Source::Input(y), Source::Input(r), Source::Input(p), y.n)
         }
         LayerClass::HopfieldPooling => {
             if inputs.state.is_some() {
@@ -148,33 +220,27 @@ fn resolve_inputs(config: &LayerConfig, w: &LayerWeights, inputs: &LayerInputs) 
             }
             let y = inputs.stored.ok_or_else(|| missing("stored"))?;
             let p = inputs.projection.unwrap_or(y);
-            let q = w
-                .pooling_weights
-                .as_ref()
-                .ok_or_else(|| Error::LayerWeights { key: "pooling_weights".into(), why: "is missing".into() })?;
-            (all(y), learned(q, y.n), all(p), y.n)
+            if p.n != y.n {
+                return Err(Error::ShapeMismatch {
+                    what: "projection sequences vs stored sequences".into(),
+                    expected: y.n,
+                    got: p.n,
+                });
+            }
+            let q = learned(&w.pooling_weights, "pooling_weights")?;
+            (Source::Input(y), Source::Learned(q), Source::Input(p), y.n)
         }
         LayerClass::HopfieldLayer => {
             if inputs.stored.is_some() || inputs.projection.is_some() {
                 return Err(refuse(class, "stored/projection (the learned lookup weights are the stored patterns)"));
             }
             let r = inputs.state.ok_or_else(|| missing("state"))?;
-            let y = w
-                .lookup_weights
-                .as_ref()
-                .ok_or_else(|| Error::LayerWeights { key: "lookup_weights".into(), why: "is missing".into() })?;
+            let y = learned(&w.lookup_weights, "lookup_weights")?;
             let p = w.target_weights.as_ref().unwrap_or(y);
-            (learned(y, r.n), all(r), learned(p, r.n), r.n)
+            (Source::Learned(y), Source::Input(r), Source::Learned(p), r.n)
         }
     };
-    for (what, seqs) in
-        [("stored sequences", &stored), ("state sequences", &state), ("projection sequences", &projection)]
-    {
-        if seqs.len() != n {
-            return Err(Error::ShapeMismatch { what: format!("{what} vs the batch"), expected: n, got: seqs.len() });
-        }
-    }
-    let (fy, fr, fp) = (stored[0].cols, state[0].cols, projection[0].cols);
+    let (fy, fr, fp) = (stored.features(), state.features(), projection.features());
     check_features("stored", fy, g.stored_features)?;
     check_features("state", fr, g.state_features)?;
     check_features("projection", fp, g.projection_features)?;
@@ -182,18 +248,18 @@ fn resolve_inputs(config: &LayerConfig, w: &LayerWeights, inputs: &LayerInputs) 
     check_features("stored", fy, g.norm_stored)?;
     check_features("state", fr, g.norm_state)?;
     check_features("projection", fp, g.norm_projection)?;
-    if g.static_execution && stored[0].cols != state[0].cols {
+    if g.static_execution && fy != fr {
         return Err(Error::ShapeMismatch {
             what: "state features vs stored features (static-only execution)".into(),
-            expected: stored[0].cols,
-            got: state[0].cols,
+            expected: fy,
+            got: fr,
         });
     }
-    if projection[0].rows != stored[0].rows {
+    if projection.rows() != stored.rows() {
         return Err(Error::ShapeMismatch {
             what: "pattern projections vs stored patterns per sequence".into(),
-            expected: stored[0].rows,
-            got: projection[0].rows,
+            expected: stored.rows(),
+            got: projection.rows(),
         });
     }
     // hopfield-layers gives a static input to the heads with
@@ -218,33 +284,142 @@ fn resolve_inputs(config: &LayerConfig, w: &LayerWeights, inputs: &LayerInputs) 
             return Err(Error::LayerConfig {
                 arg: (*arg).into(),
                 why: format!(
-                    "with {n} sequences and {} heads, hopfield-layers tiles a static input along the batch axis,                      so each sequence's heads see other sequences' patterns; hopfield-gpu refuses to reproduce                      that: pass one sequence at a time (which hopfield-layers computes correctly)",
+                    "with {n} sequences and {} heads, hopfield-layers tiles a static input along the batch axis, \
+                     so each sequence's heads see other sequences' patterns; hopfield-gpu refuses to reproduce \
+                     that: pass one sequence at a time (which hopfield-layers computes correctly)",
                     g.heads
                 ),
             });
         }
     }
-    let mask = match inputs.mask {
-        None => None,
-        Some(m) => {
-            let s = stored[0].rows;
-            if m.n != n || m.s != s || m.masked.len() != n * s {
-                return Err(Error::ShapeMismatch {
-                    what: format!("mask [{}, {}] vs [sequences, stored patterns] = [{n}, {s}]", m.n, m.s),
-                    expected: n * s,
-                    got: m.masked.len(),
-                });
-            }
-            Some(m.masked.chunks(s).map(<[bool]>::to_vec).collect())
+    if let Some(m) = inputs.mask {
+        let s = stored.rows();
+        if m.n != n || m.s != s || m.masked.len() != n * s {
+            return Err(Error::ShapeMismatch {
+                what: format!("mask [{}, {}] vs [sequences, stored patterns] = [{n}, {s}]", m.n, m.s),
+                expected: n * s,
+                got: m.masked.len(),
+            });
         }
-    };
-    Ok(CoreInputs { stored, state, projection, mask })
+        if !a.add_zero_association {
+            if let Some(seq) = m.masked.chunks(s).position(|row| row.iter().all(|&x| x)) {
+                return Err(Error::invalid(
+                    "mask",
+                    format!("sequence {seq}"),
+                    "masks every stored pattern of the sequence, so its queries have nothing to attend to \
+                     (hopfield-layers gives NaN here; add_zero_association gives them the zero pattern)",
+                ));
+            }
+        }
+    }
+    Ok(Resolved { n, stored, state, projection, mask: inputs.mask })
 }
 
-fn layer_norm(args: NormArgs, affine: &Option<Affine>) -> Option<LayerNorm> {
-    args.enabled.then(|| LayerNorm {
-        eps: args.eps,
-        affine: affine.as_ref().map(|a| {
+fn resolve_inputs(config: &LayerConfig, w: &LayerWeights, inputs: &LayerInputs) -> Result<CoreInputs> {
+    let r = resolve(config, w, inputs)?;
+    let all = |s: &Source| (0..r.n).map(|i| s.matrix(i)).collect::<Vec<_>>();
+    let mask = r.mask.map(|m| m.masked.chunks(m.s).map(<[bool]>::to_vec).collect());
+    Ok(CoreInputs { stored: all(&r.stored), state: all(&r.state), projection: all(&r.projection), mask })
+}
+
+/// An input LayerNorm (or the Hopfield-space one): its eps and, if affine,
+/// its learned weight and bias.
+#[derive(Clone, Copy, Debug)]
+pub struct NormSpec<'w> {
+    /// Added to the variance.
+    pub eps: f64,
+    /// Weight and bias.
+    pub affine: Option<&'w Affine>,
+}
+
+/// How one input reaches the heads: the affine maps it goes through, in
+/// order, then split into heads (`split`) or given whole to every head.
+#[derive(Clone, Debug)]
+pub struct PathSpec<'w> {
+    /// Applied in order.
+    pub linears: Vec<&'w Projection>,
+    /// Split the result across the heads (else every head gets all of it).
+    pub split: bool,
+}
+
+/// What a module computes, read from its config and weights: which maps
+/// each input goes through and how it reaches the heads, the LayerNorms,
+/// beta, the dynamics, the output projection. The reference
+/// ([`reference_module`]) and the GPU layer are both built from it.
+#[derive(Clone, Debug)]
+pub struct Structure<'w> {
+    /// `num_heads`.
+    pub heads: usize,
+    /// `norm_stored_pattern`, `norm_state_pattern`, `norm_pattern_projection`.
+    pub norm_stored: Option<NormSpec<'w>>,
+    /// See `norm_stored`.
+    pub norm_state: Option<NormSpec<'w>>,
+    /// See `norm_stored`.
+    pub norm_projection: Option<NormSpec<'w>>,
+    /// State patterns -> queries.
+    pub query: PathSpec<'w>,
+    /// Stored patterns -> keys.
+    pub key: PathSpec<'w>,
+    /// Pattern projections -> values.
+    pub value: PathSpec<'w>,
+    /// `normalize_hopfield_space`: per-head LayerNorm of q and k.
+    pub hopfield_norm: Option<NormSpec<'w>>,
+    /// beta, once or per head (hopfield-layers tiles a per-head tensor).
+    pub scaling: PerHead<f64>,
+    /// Per head: updates at most, None = until the stop rule.
+    pub max_updates: Vec<Option<usize>>,
+    /// Per head: the stop threshold.
+    pub eps: Vec<f64>,
+    /// `add_zero_association`.
+    pub zero: bool,
+    /// `out_proj`, unless disabled.
+    pub out: Option<&'w Projection>,
+}
+
+impl<'w> Structure<'w> {
+    /// The structure of the module `config` describes, with the tensors of `w`.
+    pub fn new(config: &LayerConfig, w: &'w LayerWeights) -> Result<Self> {
+        let g = config.geometry()?;
+        let a = &config.hopfield;
+        let hw = &w.hopfield;
+        let path = |proj: &'w Option<Projection>| match proj {
+            Some(p) => PathSpec { linears: vec![p], split: true },
+            None => PathSpec { linears: vec![], split: false },
+        };
+        let connected_key =
+            (a.pattern_projection_as_connected && !a.stored_pattern_as_static).then_some(hw.k_proj.as_ref()).flatten();
+        let value = match g.value_heads {
+            ValueHeads::Split => {
+                PathSpec { linears: connected_key.into_iter().chain(hw.v_proj.as_ref()).collect(), split: true }
+            }
+            ValueHeads::SplitRaw => PathSpec { linears: vec![], split: true },
+            ValueHeads::Tile => PathSpec { linears: vec![], split: false },
+        };
+        let norm = |args: NormArgs, affine: &'w Option<Affine>| {
+            args.enabled.then_some(NormSpec { eps: args.eps, affine: affine.as_ref() })
+        };
+        Ok(Structure {
+            heads: g.heads,
+            norm_stored: norm(a.normalize_stored_pattern, &hw.norm_stored_pattern),
+            norm_state: norm(a.normalize_state_pattern, &hw.norm_state_pattern),
+            norm_projection: norm(a.normalize_pattern_projection, &hw.norm_pattern_projection),
+            query: path(&hw.q_proj),
+            key: path(&hw.k_proj),
+            value,
+            hopfield_norm: norm(a.normalize_hopfield_space, &hw.p_norm),
+            scaling: g.scaling.clone(),
+            max_updates: a.update_steps_max.per_head(g.heads),
+            eps: a.update_steps_eps.per_head(g.heads),
+            zero: a.add_zero_association,
+            out: hw.out_proj.as_ref(),
+        })
+    }
+}
+
+fn layer_norm(n: Option<NormSpec<'_>>) -> Option<LayerNorm> {
+    n.map(|n| LayerNorm {
+        eps: n.eps,
+        affine: n.affine.map(|a| {
             (a.weight.iter().map(|&v| f64::from(v)).collect(), a.bias.iter().map(|&v| f64::from(v)).collect())
         }),
     })
@@ -257,52 +432,32 @@ fn linear(p: &Projection) -> Linear {
     }
 }
 
-/// The reference's description of the module: which maps each input goes
-/// through, how it reaches the heads, beta, the dynamics. `rule` picks the
-/// stop rule (hopfield-layers': [`StopRule::Association`]).
+/// The reference's description of the module ([`Structure`] in f64). `rule`
+/// picks the stop rule (hopfield-layers': [`StopRule::Association`]).
 pub fn reference_module(config: &LayerConfig, w: &LayerWeights, rule: StopRule) -> Result<reference::Module> {
-    let g = config.geometry()?;
-    let a = &config.hopfield;
-    let hw = &w.hopfield;
-    let path = |proj: &Option<Projection>| match proj {
-        Some(p) => InputPath { linears: vec![linear(p)], heads: Heads::Split },
-        None => InputPath { linears: vec![], heads: Heads::Tile },
+    let st = Structure::new(config, w)?;
+    let path = |p: &PathSpec<'_>| InputPath {
+        linears: p.linears.iter().map(|l| linear(l)).collect(),
+        heads: if p.split { Heads::Split } else { Heads::Tile },
     };
-    let query = path(&hw.q_proj);
-    let key = path(&hw.k_proj);
-    let connected_key = (a.pattern_projection_as_connected && !a.stored_pattern_as_static)
-        .then(|| hw.k_proj.as_ref().map(linear))
-        .flatten();
-    let value = match g.value_heads {
-        ValueHeads::Split => InputPath {
-            linears: connected_key.into_iter().chain(hw.v_proj.as_ref().map(linear)).collect(),
-            heads: Heads::Split,
-        },
-        ValueHeads::SplitRaw => InputPath { linears: vec![], heads: Heads::Split },
-        ValueHeads::Tile => InputPath { linears: vec![], heads: Heads::Tile },
-    };
-    let scaling = match &g.scaling {
+    let scaling = match &st.scaling {
         PerHead::All(b) => Scaling::Uniform(*b),
         PerHead::Each(b) => Scaling::Tiled(b.clone()),
     };
     Ok(reference::Module {
-        norm_stored: layer_norm(a.normalize_stored_pattern, &hw.norm_stored_pattern),
-        norm_state: layer_norm(a.normalize_state_pattern, &hw.norm_state_pattern),
-        norm_projection: layer_norm(a.normalize_pattern_projection, &hw.norm_pattern_projection),
+        norm_stored: layer_norm(st.norm_stored),
+        norm_state: layer_norm(st.norm_state),
+        norm_projection: layer_norm(st.norm_projection),
         core: reference::Core {
-            heads: g.heads,
-            query,
-            key,
-            value,
-            hopfield_norm: layer_norm(a.normalize_hopfield_space, &hw.p_norm),
+            heads: st.heads,
+            query: path(&st.query),
+            key: path(&st.key),
+            value: path(&st.value),
+            hopfield_norm: layer_norm(st.hopfield_norm),
             scaling,
-            updates: Updates {
-                max: a.update_steps_max.per_head(g.heads),
-                eps: a.update_steps_eps.per_head(g.heads),
-                rule,
-            },
-            zero_association: a.add_zero_association,
-            out: hw.out_proj.as_ref().map(linear),
+            updates: Updates { max: st.max_updates.clone(), eps: st.eps.clone(), rule },
+            zero_association: st.zero,
+            out: st.out.map(linear),
         },
     })
 }
