@@ -38,10 +38,7 @@ use super::Matrix;
 use crate::error::{Error, Result};
 use crate::method::Method;
 
-/// Updates allowed when `update_steps_max` is None ("until the stop rule"),
-/// where hopfield-layers has no limit at all. A head still moving after this
-/// many updates is an error, not a hang.
-pub const MAX_UNBOUNDED_UPDATES: usize = 1000;
+pub use crate::layer::config::MAX_UNBOUNDED_UPDATES;
 
 /// How an input (projected or not) is given to the heads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,6 +18,11 @@ use serde_json::{Map, Value};
 use crate::error::{Error, Result};
 use crate::method::Method;
 
+/// Updates allowed when `update_steps_max` is None ("until the stop rule"),
+/// where hopfield-layers has no limit at all. A head still moving after this
+/// many updates is an error, not a hang.
+pub const MAX_UNBOUNDED_UPDATES: usize = 1000;
+
 /// The three hopfield-layers module classes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayerClass {

@@ -8,6 +8,7 @@
 //! ([`crate::cpu::layer`]). The GPU layer builds on the same three pieces.
 
 pub mod config;
+pub mod gpu;
 pub mod weights;
 
 use crate::cpu::layer::{self as reference, Heads, InputPath, Scaling, StopRule, Updates};
