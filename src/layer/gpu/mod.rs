@@ -499,7 +499,7 @@ impl<'c> Layer<'c> {
                         rows: l_rows,
                         m: s_rows,
                         zero: self.zero,
-                        keep: r.mask.map(|m| (s * m.s, kept[s])),
+                        keep: r.mask.map(|m| (s * m.s, kept.get(s).copied().unwrap_or(0))),
                         queries: At::new(qoff + s * qseq + head(qsplit, d), *qrow),
                         // Scored keys scaled per feature have the keys' layout from 0.
                         keys: At::new(
