@@ -3,6 +3,7 @@
 
 mod bench;
 mod info;
+mod layer;
 mod paths;
 mod retrieve;
 
@@ -31,6 +32,9 @@ enum Command {
     Info,
     /// Time retrieval kernels and check them against the CPU reference.
     Bench(bench::Args),
+    /// Run a trained hopfield-layers module (Hopfield, HopfieldPooling,
+    /// HopfieldLayer) on .npy inputs.
+    Layer(layer::Args),
 }
 
 /// Retrieval methods as spelled on the command line: one per [`Method`]
@@ -171,6 +175,27 @@ pub struct MethodFlags {
 }
 
 impl MethodFlags {
+    /// Refuse any method flag: without `method_flag` (`--method`) it would
+    /// be ignored.
+    pub fn none_given(&self, method_flag: &'static str) -> Result<(), CliError> {
+        let given = [
+            ("--k", self.k.is_some()),
+            ("--seed", self.seed.is_some()),
+            ("--window", self.window.is_some()),
+            ("--delta", self.delta.is_some()),
+            ("--degree", self.degree.is_some()),
+            ("--features", self.features.is_some()),
+            ("--orthogonal", self.orthogonal),
+            ("--tolerance", self.tolerance.is_some()),
+        ];
+        match given.iter().find(|(_, g)| *g) {
+            Some((flag, _)) => {
+                Err(CliError::Usage { flag, why: format!("needs {method_flag}: it sets one of its parameters") })
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The library method for `arg` with these flags; a flag that does not
     /// belong to the method is an error rather than silently ignored.
     pub fn method(&self, arg: MethodArg) -> Result<Method, CliError> {
@@ -278,6 +303,7 @@ pub fn main() -> ExitCode {
         Command::Retrieve(args) => retrieve::run(args, &cli.device),
         Command::Info => info::run(&cli.device),
         Command::Bench(args) => bench::run(args, &cli.device),
+        Command::Layer(args) => layer::run(args, &cli.device),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
