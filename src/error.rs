@@ -183,6 +183,17 @@ pub enum Error {
         why: String,
     },
 
+    /// A network model file cannot be run as it is: an unknown block type or
+    /// field, a missing field, or a size that does not follow from the
+    /// block before.
+    #[error("network model: {at}: {why}")]
+    Model {
+        /// Where, as a JSON path (`blocks[2].hidden`).
+        at: String,
+        /// What is wrong with it.
+        why: String,
+    },
+
     /// A weights file disagrees with its layer configuration: a tensor is
     /// missing, unexpected, of the wrong shape or dtype, or not finite.
     #[error("layer weights: tensor {key:?}: {why}")]

@@ -62,7 +62,7 @@ pub struct Args {
 }
 
 /// Read a layer input, 2-D or 3-D.
-fn sequences(path: &PathBuf, what: &'static str) -> Result<(Sequences, bool), CliError> {
+fn sequences(path: &std::path::Path, what: &'static str) -> Result<(Sequences, bool), CliError> {
     let a = npy::read_array(path, 2..=3)?;
     let three = a.shape.len() == 3;
     Ok((Sequences::new(what, &a.shape, a.data)?, three))

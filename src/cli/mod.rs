@@ -2,6 +2,7 @@
 //! The flag names are an interface users' scripts rely on: keep them.
 
 mod bench;
+mod forward;
 mod info;
 mod layer;
 mod paths;
@@ -35,6 +36,9 @@ enum Command {
     /// Run a trained hopfield-layers module (Hopfield, HopfieldPooling,
     /// HopfieldLayer) on .npy inputs.
     Layer(layer::Args),
+    /// Run a Hopfield network (feed-forward, LayerNorm, residual, Hopfield
+    /// and kernelized Hopfield blocks) on a .npy input.
+    Forward(forward::Args),
 }
 
 /// Retrieval methods as spelled on the command line: one per [`Method`]
@@ -304,6 +308,7 @@ pub fn main() -> ExitCode {
         Command::Info => info::run(&cli.device),
         Command::Bench(args) => bench::run(args, &cli.device),
         Command::Layer(args) => layer::run(args, &cli.device),
+        Command::Forward(args) => forward::run(args, &cli.device),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

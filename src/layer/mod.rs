@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod gpu;
+pub mod network;
 pub mod weights;
 
 use crate::cpu::layer::{self as reference, Heads, InputPath, Scaling, StopRule, Updates};

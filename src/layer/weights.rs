@@ -221,40 +221,64 @@ impl LayerWeights {
     /// Load the bytes of a `.safetensors` file for `config`; `path` names
     /// the source in errors.
     pub fn from_bytes(bytes: &[u8], config: &LayerConfig, path: &Path) -> Result<Self> {
-        let file = SafeTensors::deserialize(bytes).map_err(|e| Error::BadFile {
-            path: path.to_path_buf(),
-            why: format!("not a readable safetensors file: {e}"),
-        })?;
+        let mut tensors = read_tensors(bytes, path)?;
+        Self::from_tensors(&mut tensors, "", config)
+    }
+
+    /// Take the weights of `config` from `tensors`, under `prefix` (a
+    /// network's block name and a dot; "" for a module's own file). Every
+    /// key under the prefix must be one the config expects, and every
+    /// expected key must be there; the keys taken are removed.
+    pub fn from_tensors(tensors: &mut TensorMap, prefix: &str, config: &LayerConfig) -> Result<Self> {
         let expected = expected_keys(config)?;
         let mut present: BTreeMap<String, (Vec<usize>, Vec<f32>)> = BTreeMap::new();
-        for (name, view) in file.tensors() {
+        let names: Vec<String> = tensors.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        for full in names {
+            let name = &full[prefix.len()..];
             let Some((_, shape)) = expected.iter().find(|(k, _)| *k == name) else {
                 return Err(weights_error(
-                    &name,
+                    &full,
                     format!(
                         "is in the file but not expected by this {} config (check the *_as_static, \
                          normalize_*, input_bias, concat_bias_pattern and size arguments; expected: {})",
                         config.class.name(),
-                        expected.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+                        expected.iter().map(|(k, _)| format!("{prefix}{k}")).collect::<Vec<_>>().join(", ")
                     ),
                 ));
             };
-            if view.shape() != shape.as_slice() {
-                return Err(weights_error(
-                    &name,
-                    format!("has shape {:?}; the config implies {shape:?}", view.shape()),
-                ));
+            let t = tensors.remove(&full).expect("listed above");
+            if t.shape != *shape {
+                return Err(weights_error(&full, format!("has shape {:?}; the config implies {shape:?}", t.shape)));
             }
-            present.insert(name.clone(), (shape.clone(), to_f32(&name, view.dtype(), view.data())?));
+            present.insert(name.to_string(), (t.shape, t.data));
         }
         if let Some((missing, shape)) = expected.iter().find(|(k, _)| !present.contains_key(k)) {
             return Err(weights_error(
-                missing,
+                &format!("{prefix}{missing}"),
                 format!("is missing from the file (the config implies shape {shape:?})"),
             ));
         }
         Ok(assemble(config, &config.geometry()?, present))
     }
+}
+
+/// Every tensor of a safetensors file, by name, converted to f32.
+pub type TensorMap = BTreeMap<String, Tensor>;
+
+/// Read every tensor of the bytes of a `.safetensors` file (float32,
+/// float64, float16 or bfloat16, converted to f32; finite). `path` names
+/// the source in errors.
+pub fn read_tensors(bytes: &[u8], path: &Path) -> Result<TensorMap> {
+    let file = SafeTensors::deserialize(bytes).map_err(|e| Error::BadFile {
+        path: path.to_path_buf(),
+        why: format!("not a readable safetensors file: {e}"),
+    })?;
+    let mut out = TensorMap::new();
+    for (name, view) in file.tensors() {
+        let data = to_f32(&name, view.dtype(), view.data())?;
+        out.insert(name, Tensor { shape: view.shape().to_vec(), data });
+    }
+    Ok(out)
 }
 
 /// Build the typed weights from tensors already checked against [`expected_keys`].
