@@ -13,8 +13,8 @@
 // naming its entry, so problems of different sizes share one dispatch and no
 // workgroup idles on another problem's padding. A tile stages A's rows
 // (16 dims at a time) and B's columns in workgroup memory; each of 64
-// threads keeps a 4 x 4 register tile (4 rows, columns tc + 8 j), the same
-// layout as dense.wgsl's scores. Along k a dispatch covers [k0, k1): the host
+// threads keeps a 4 x 4 register tile (rows 4 tr + i, columns 4 tc + j),
+// both operands read as vec4: two workgroup loads per 16 multiply-adds. Along k a dispatch covers [k0, k1): the host
 // splits long reductions so that no invocation runs past llvmpipe's loop
 // limit, later dispatches adding to C (flag ACCUMULATE, no bias).
 //
@@ -43,8 +43,8 @@ const ACCUMULATE: u32 = 8u; // C += instead of C =
 const ENTRY_WORDS: u32 = 12u;
 
 // Tile shape, set by the host (`linalg::TILE`, the one place it is written).
-// The thread layout (8 row groups of 4 rows x 8 column lanes of 4 columns)
-// is written for TM = TN = 32.
+// The thread layout (8 row groups of 4 rows x 8 column groups of 4
+// columns) is written for TM = TN = 32.
 override TM: u32;
 override TN: u32;
 override TK: u32;
@@ -58,14 +58,14 @@ override TK: u32;
 
 // as_[k * TM / 4 + g][i]: dimension k of row 4 g + i of the tile.
 var<workgroup> as_: array<vec4<f32>, TK * TM / 4u>;
-// bs[k * TN + j]: dimension k of column j of the tile.
-var<workgroup> bs: array<f32, TK * TN>;
+// bs[k * TN / 4 + g][j]: dimension k of column 4 g + j of the tile.
+var<workgroup> bs: array<vec4<f32>, TK * TN / 4u>;
 // The entry's words, read once per workgroup (a uniform value for the loops).
 var<workgroup> entry: array<u32, 12>;
 
 fn store_row(row: u32, col0: u32, v: vec4<f32>, n: u32, c_off: u32, c_stride: u32, bias_off: u32, alpha: f32) {
     for (var j = 0u; j < 4u; j++) {
-        let col = col0 + 8u * j;
+        let col = col0 + j;
         if (col < n) {
             var x = alpha * v[j];
             let at = c_off + row * c_stride + col;
@@ -112,7 +112,7 @@ fn matmul(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: ve
         return; // nothing of this entry's reduction falls in this dispatch
     }
     let tr = t / 8u; // rows 4 tr .. 4 tr + 3
-    let tc = t % 8u; // columns tc + 8 j
+    let tc = t % 8u; // columns 4 tc .. 4 tc + 3
     let b_rows = (mp.flags & B_ROWS) != 0u;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
@@ -138,7 +138,7 @@ fn matmul(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: ve
                 if (col0 + j < n && k < kmax) {
                     v = b[b_off + (col0 + j) * b_stride + k0 + k];
                 }
-                bs[k * TN + j] = v;
+                bs[k * (TN / 4u) + j / 4u][j % 4u] = v;
             }
         } else {
             for (var e = t; e < TN * TK; e += 64u) {
@@ -148,14 +148,13 @@ fn matmul(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: ve
                 if (col0 + j < n && k < kmax) {
                     v = b[b_off + (k0 + k) * b_stride + col0 + j];
                 }
-                bs[k * TN + j] = v;
+                bs[k * (TN / 4u) + j / 4u][j % 4u] = v;
             }
         }
         workgroupBarrier();
         for (var k = 0u; k < kmax; k++) {
             let av = as_[k * (TM / 4u) + tr];
-            let bb = k * TN + tc;
-            let bv = vec4<f32>(bs[bb], bs[bb + 8u], bs[bb + 16u], bs[bb + 24u]);
+            let bv = bs[k * (TN / 4u) + tc];
             acc0 += av.x * bv;
             acc1 += av.y * bv;
             acc2 += av.z * bv;
@@ -163,7 +162,7 @@ fn matmul(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: ve
         }
     }
     let r = row0 + 4u * tr;
-    let col = col0 + tc;
+    let col = col0 + 4u * tc;
     if (r < m) { store_row(r, col, acc0, n, c_off, c_stride, bias_off, alpha); }
     if (r + 1u < m) { store_row(r + 1u, col, acc1, n, c_off, c_stride, bias_off, alpha); }
     if (r + 2u < m) { store_row(r + 2u, col, acc2, n, c_off, c_stride, bias_off, alpha); }

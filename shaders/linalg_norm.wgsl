@@ -2,7 +2,9 @@
 // `cols` features, PyTorch's definition: y = (x - mean) / sqrt(var + eps)
 // * w + b, the variance biased. Two passes (the mean, then the squared
 // deviations from it), so a large mean does not cancel the variance. One
-// workgroup per row; rows and features are addressed by offset and stride,
+// workgroup per row (`layer_norm`), or one thread per row for short rows
+// (`layer_norm_rows`: no barriers, which dominate on llvmpipe when rows
+// hold a few dozen features); rows and features are addressed by offset and stride,
 // so the per-head LayerNorm of a [rows, H hd] projection is H rows per row.
 //
 // Keep in sync with `NormParams` in src/kernels/linalg.rs.
@@ -72,3 +74,36 @@ fn layer_norm(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg
 
 
 // Reference: cpu::linalg::LayerNorm. Host side: src/kernels/linalg.rs.
+
+// One thread per row: the same two passes, no reductions across threads.
+@compute @workgroup_size(64)
+fn layer_norm_rows(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let row = (wg.x + wg.y * np.groups_x) * 64u + t;
+    if (row >= np.rows) {
+        return;
+    }
+    let xb = np.x_off + row * np.x_stride;
+    let yb = np.y_off + row * np.y_stride;
+    let f = f32(np.cols);
+    // The sum runs over x - x_0: a large common offset (the mean) would
+    // otherwise cost the sequential sum its low digits.
+    let x0 = x[xb];
+    var s = 0.0;
+    for (var i = 0u; i < np.cols; i++) {
+        s += x[xb + i] - x0;
+    }
+    let mean = x0 + s / f;
+    var ss = 0.0;
+    for (var i = 0u; i < np.cols; i++) {
+        let dv = x[xb + i] - mean;
+        ss += dv * dv;
+    }
+    let inv = inverseSqrt(ss / f + np.eps);
+    for (var i = 0u; i < np.cols; i++) {
+        var v = (x[xb + i] - mean) * inv;
+        if (np.affine == 1u) {
+            v = v * affine[np.w_off + i] + affine[np.w_off + np.cols + i];
+        }
+        y[yb + i] = v;
+    }
+}

@@ -176,10 +176,18 @@ fn methods() -> Vec<Method> {
 #[cfg_attr(skip_gpu_tests, ignore = "needs a GPU adapter")]
 #[test]
 fn every_method_on_many_small_bags_one_step() {
-    // Hetero-association (dv != d): one update, read out.
-    let data = Data::bags(1, 9, 16, Some(5), 2);
+    // Hetero-association (dv != d): one update, read out. Dense without
+    // updates takes the fused one-thread-per-query path for these bags; with
+    // a 900-memory set, too wide for it, the batch goes the materialised way.
+    let mut data = Data::bags(1, 9, 16, Some(5), 2);
     for method in methods() {
         check(ctx(), "hetero", &data, method, BatchSpace::Values, BatchStop::PerQuery);
+    }
+    data.sets.push((random(90, 900, 16, 1.0), Some(random(91, 900, 5, 1.0)), None, true));
+    data.problems.push((9, random(92, 3, 16, 1.0), 0.6, 1));
+    data.groups = vec![(0, 1e-5), (0, 1e-5)];
+    for method in [Method::Dense, Method::TopK { k: 40 }, Method::Entmax15] {
+        check(ctx(), "wide", &data, method, BatchSpace::Keys, BatchStop::Association);
     }
 }
 

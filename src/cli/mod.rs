@@ -2,6 +2,7 @@
 //! The flag names are an interface users' scripts rely on: keep them.
 
 mod bench;
+mod bench_layer;
 mod forward;
 mod info;
 mod layer;

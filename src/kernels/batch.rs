@@ -61,6 +61,68 @@ pub(crate) struct PairParams {
     pub _pad: [u32; 3],
 }
 
+/// Keep in sync with `Params` in shaders/batch_fused.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub(crate) struct FusedParams {
+    pub rows: u32,
+    pub problems: u32,
+    pub groups_x: u32,
+    pub d: u32,
+    pub dv: u32,
+    pub prob_at: u32,
+    pub keep_at: u32,
+    pub _pad: u32,
+}
+
+/// Loop iterations one `fused_dense` invocation runs for a problem of
+/// `width` memories: two walks over them (scores of d terms; the second
+/// adds dv columns), the output row cleared, the query's norm.
+pub(crate) fn fused_cost(width: usize, d: usize, dv: usize) -> usize {
+    width * (2 * (d + 1) + dv + 2) + 2 * d + dv + 8
+}
+
+/// The buffers of batch_fused.wgsl.
+pub(crate) struct FusedBound<'b> {
+    pub queries: &'b wgpu::Buffer,
+    pub keys: &'b wgpu::Buffer,
+    pub values: &'b wgpu::Buffer,
+    pub out: &'b wgpu::Buffer,
+    pub recs: &'b wgpu::Buffer,
+}
+
+/// Record dense retrieval without updates for every query, one thread each.
+pub(crate) fn encode_fused(
+    rec: &mut Recorder<'_>,
+    pass: &mut wgpu::ComputePass<'_>,
+    tables: &Tables,
+    rows: usize,
+    (d, dv): (usize, usize),
+    bound: &FusedBound<'_>,
+) -> Result<()> {
+    let kernel = Kernel::new(rec.ctx, Shader::BatchFused, "fused_dense", &[])?;
+    let (gx, gy) = grid(rows.div_ceil(64));
+    let params = FusedParams {
+        rows: rows as u32,
+        problems: tables.problems as u32,
+        groups_x: gx,
+        d: d as u32,
+        dv: dv as u32,
+        prob_at: tables.prob_at,
+        keep_at: tables.keep_at,
+        _pad: 0,
+    };
+    let bindings = [
+        (1, entire(&tables.desc)),
+        (2, entire(bound.queries)),
+        (3, entire(bound.keys)),
+        (4, entire(bound.values)),
+        (5, entire(bound.out)),
+        (6, entire(bound.recs)),
+    ];
+    rec.dispatch(pass, &kernel, &params, &bindings, (gx, gy, 1))
+}
+
 /// Per-query record. Keep in sync with `Row` in shaders/batch.wgsl.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -551,6 +613,9 @@ mod tests {
         assert_eq!(wgsl_struct_size(Shader::Batch, "Row"), size_of::<RowRecord>());
         assert_eq!(wgsl_struct_size(Shader::Batch, "Group"), size_of::<GroupRecord>());
         assert_eq!(wgsl_struct_size(Shader::BatchPairwise, "Params"), size_of::<PairParams>());
+        assert_eq!(wgsl_struct_size(Shader::BatchFused, "Params"), size_of::<FusedParams>());
+        assert_eq!(wgsl_struct_size(Shader::BatchFused, "Row"), size_of::<RowRecord>());
+        check_constants(Shader::BatchFused, "fused_dense", &[]);
         for entry in ["normalise", "update", "stop", "finish"] {
             check_constants(Shader::Batch, entry, &constants());
         }

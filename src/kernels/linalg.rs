@@ -250,6 +250,9 @@ pub(crate) struct NormParams {
     pub _pad: [u32; 2],
 }
 
+/// Rows of at most this many features are normalised one per thread.
+const ROW_THREAD_COLS: usize = 256;
+
 /// A LayerNorm's learned parameters: `weight` at `off`, `bias` at `off + cols`
 /// of `buffer`.
 pub(crate) struct AffineAt<'b> {
@@ -274,19 +277,19 @@ pub(crate) fn encode_layer_norm(
     }
     index("layer norm input", x.1.end(rows, cols))?;
     index("layer norm output", y.1.end(rows, cols))?;
+    // Short rows: a thread per row (3 cols loop iterations); long rows: a
+    // workgroup per row (three passes over ceil(cols / 64) features and two
+    // 6-step reductions).
+    let per_thread = cols <= ROW_THREAD_COLS;
     if let Some(budget) = rec.ctx.loop_budget() {
-        // Three passes over ceil(cols / 64) features and two 6-step reductions.
-        if 3 * (cols.div_ceil(64) + 1) + 20 > budget {
-            return Err(Error::limit(
-                "a LayerNorm row",
-                Resource::LoopIterations,
-                3 * cols.div_ceil(64),
-                budget as u64,
-            ));
+        let cost = if per_thread { 3 * (cols + 1) } else { 3 * (cols.div_ceil(64) + 1) + 20 };
+        if cost > budget {
+            return Err(Error::limit("a LayerNorm row", Resource::LoopIterations, cost, budget as u64));
         }
     }
-    let kernel = Kernel::new(rec.ctx, Shader::LinalgNorm, "layer_norm", &[])?;
-    let (gx, gy) = grid(rows);
+    let (entry, items) = if per_thread { ("layer_norm_rows", rows.div_ceil(64)) } else { ("layer_norm", rows) };
+    let kernel = Kernel::new(rec.ctx, Shader::LinalgNorm, entry, &[])?;
+    let (gx, gy) = grid(items);
     let w_off = affine.as_ref().map_or(0, |a| a.off);
     index("layer norm parameters", w_off + 2 * cols)?;
     let params = NormParams {
@@ -410,6 +413,7 @@ mod tests {
         assert_eq!(wgsl_struct_size(Shader::LinalgMap, "MapParams"), size_of::<MapParams>());
         check_constants(Shader::Linalg, "matmul", &TILE.constants());
         check_constants(Shader::LinalgNorm, "layer_norm", &[]);
+        check_constants(Shader::LinalgNorm, "layer_norm_rows", &[]);
         check_constants(Shader::LinalgMap, "map", &[]);
     }
 

@@ -34,6 +34,12 @@ use super::MAX_STEPS;
 /// query (or group) still moves; below this many every update goes into the
 /// one submission.
 const STEPS_PER_CHECK: u32 = 8;
+
+/// The fused small-problem path is taken while one query's walks over its
+/// memories stay below this many loop iterations (~a bag of 100 memories at
+/// d = dv = 64): beyond it one thread per query has too much serial work,
+/// and the materialised path spreads each query over a workgroup.
+const FUSED_MAX_COST: usize = 32_768;
 const ONE_SUBMISSION: u32 = 16;
 
 /// What the state of a batched retrieval moves towards (cpu::batch::Space).
@@ -217,6 +223,9 @@ pub(crate) struct Plan {
     pub(crate) max_updates: u32,
     /// prf: rows of key features.
     key_rows: usize,
+    /// Dense without updates on small problems: batch_fused.wgsl, a thread
+    /// per query, nothing materialised.
+    fused: bool,
 }
 
 /// The scratch of a recorded [`Plan`].
@@ -426,7 +435,17 @@ impl Plan {
         // One hetero-associative update is the read-out itself.
         let hetero = space == BatchSpace::Values && dv != d;
         let max_updates = if hetero { 0 } else { groups.iter().map(|g| g.max_updates).max().unwrap_or(0) };
-        Ok(Plan { norm, space, stop, d, dv, problems, groups, keep, chunks, rows, max_updates, key_rows })
+        // Small problems' dense read-out: one thread per query walks its
+        // memories; the materialised path's tiles and per-row workgroups
+        // would cost more than the work.
+        let widest = specs.iter().map(|s| s.m + usize::from(s.zero)).max().unwrap_or(0);
+        let cost = batch::fused_cost(widest, d, dv);
+        let fused = norm.code == 0
+            && matches!(norm.scores, Scores::Product)
+            && max_updates == 0
+            && (space == BatchSpace::Keys || hetero)
+            && cost <= budget.unwrap_or(usize::MAX).min(FUSED_MAX_COST);
+        Ok(Plan { norm, space, stop, d, dv, problems, groups, keep, chunks, rows, max_updates, key_rows, fused })
     }
 
     /// Whether z is the state (the engine's dynamics with values of the
@@ -440,6 +459,23 @@ impl Plan {
         use wgpu::BufferUsages as U;
         let rw = U::STORAGE | U::COPY_DST | U::COPY_SRC;
         let tables = Tables::new(rec, &self.problems, &self.keep, &self.norm.coefs, &self.groups)?;
+        if self.fused {
+            // Only the records: nothing is materialised.
+            let tiny = rec.buffer(16, U::STORAGE)?;
+            return Ok(PlanBuffers {
+                tables,
+                scores: tiny.clone(),
+                assoc: Vec::new(),
+                recs: rec.buffer((self.rows * size_of::<RowRecord>()) as u64, rw)?,
+                groups: rec.buffer((self.groups.len().max(1) * size_of::<GroupRecord>()) as u64, rw)?,
+                xnew: tiny.clone(),
+                state: tiny,
+                moving: rec.buffer(16, rw)?,
+                ax: None,
+                bk: None,
+                w: None,
+            });
+        }
         let largest = self.chunks.iter().map(|c| c.floats).max().unwrap_or(1);
         let scores = rec.buffer((largest * 4) as u64, U::STORAGE)?;
         let mut assoc = Vec::with_capacity(self.chunks.len());
@@ -768,6 +804,20 @@ impl Plan {
         bufs: &PlanBuffers,
         inputs: &DeviceInputs<'_>,
     ) -> Result<u32> {
+        if self.fused {
+            encoder.clear_buffer(&bufs.recs, 0, None);
+            encoder.clear_buffer(&bufs.groups, 0, None);
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            let bound = batch::FusedBound {
+                queries: inputs.queries,
+                keys: inputs.keys,
+                values: inputs.values,
+                out: inputs.out,
+                recs: &bufs.recs,
+            };
+            batch::encode_fused(rec, &mut pass, &bufs.tables, self.rows, (self.d, self.dv), &bound)?;
+            return Ok(0);
+        }
         self.begin(rec, encoder, bufs, inputs)?;
         let total = self.max_updates;
         let mut done = 0;
