@@ -1,9 +1,8 @@
 //! Reference for the Hopfield layers: the eval-mode forward pass of
 //! hopfield-layers' `Hopfield` module (and so of `HopfieldPooling` and
-//! `HopfieldLayer`, which feed it learned patterns), the dense blocks a layer
-//! is made of (LayerNorm, linear maps, ReLU, the residual add, the two-layer
-//! feed-forward map `W2 relu(W1 x + b1) + b2` of the expressive-power paper's
-//! Def. 3.4), and the hopfield-layers update dynamics. Written from
+//! `HopfieldLayer`, which feed it learned patterns) and the hopfield-layers
+//! update dynamics, built from the dense blocks of [`super::linalg`]
+//! (LayerNorm, linear maps) and the association of [`super::batch`]. Written from
 //! SEMANTICS.md ("Hopfield layers and networks", "hopfield-layers
 //! compatibility") and docs/hflayers.md, not from hopfield-layers' code.
 //!
@@ -12,18 +11,19 @@
 //! stored patterns (the keys), its values the projected pattern projections.
 //! Per problem:
 //!
-//! 1. `q = beta (.) LN_h(R W_q^T + b_q)`, `k = LN_h(Y W_k^T + b_k)`,
+//! 1. `x = LN_h(R W_q^T + b_q)`, `k = LN_h(Y W_k^T + b_k)`,
 //!    `v = P W_v^T + b_v`, each split into heads (or, for a static input,
 //!    the input itself, given whole to every head); `LN_h` is the optional
-//!    per-head Hopfield-space LayerNorm; `beta (.)` multiplies feature j of
-//!    the concatenated heads by `beta[j mod H]` for a per-head scaling
-//!    (hopfield-layers tiles the betas; for one beta it is plain scaling);
-//! 2. `xi = A(q, k)`: the association, softmax of `q k^T` for hopfield-layers,
-//!    or another method's normaliser ([`super::batch::association`]) for the NPH layer;
-//!    masked memories get weight exactly 0, `add_zero_association` appends a
-//!    zero key and a zero value;
-//! 3. updates in key space: `q <- beta (.) (xi k)`, `xi <- A(q, k)`, with the
-//!    keys as values, until [`Updates`] says stop;
+//!    per-head Hopfield-space LayerNorm;
+//! 2. `xi = A(x, k)`: the association at beta, softmax of `beta x k^T` for
+//!    hopfield-layers (its `q` is `beta x`), or another method's weights
+//!    ([`super::batch::association`]) for the NPH layer; a per-head scaling
+//!    tensor multiplies feature j of the concatenated heads by
+//!    `beta[j mod H]` (hopfield-layers tiles the betas); masked memories get
+//!    weight exactly 0, `add_zero_association` appends a zero key and a zero
+//!    value;
+//! 3. updates in key space: `x <- xi k`, `xi <- A(x, k)`, with the keys as
+//!    values, until [`Updates`] says stop;
 //! 4. read out once, `z = xi v`; the heads are concatenated and `out_proj`
 //!    maps them to the output.
 //!
