@@ -550,6 +550,92 @@ fn normalise(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg:
     }
 }
 
+// ------------------------------------------------------------ normalise_rows
+
+// `normalise` for the softmax-like normalisers without a support (dense,
+// prf's log-kernels, poly, linear's ratios), one thread per row and no
+// barriers: on llvmpipe, where a workgroup's barriers cost more than a
+// thousand entries of work, the host takes this entry for rows whose three
+// passes fit the loop budget. The same weights, records and change as
+// `normalise`, in one thread's summation order.
+@compute @workgroup_size(64)
+fn normalise_rows(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let item = (wg.x + wg.y * p.groups_x) * 64u + t;
+    if (item >= p.rows) {
+        return;
+    }
+    let row = p.row0 + item;
+    var lo = p.p0;
+    var hi = p.p1;
+    while (hi - lo > 1u) {
+        let mid = (lo + hi) / 2u;
+        if (desc[p.prob_at + mid * PW + P_ROW0] <= row) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let pb = p.prob_at + lo * PW;
+    var c: RowCtx;
+    let lr = row - desc[pb + P_ROW0];
+    c.m = desc[pb + P_M];
+    c.width = desc[pb + P_WIDTH];
+    c.m_kept = desc[pb + P_MKEPT];
+    c.keep = desc[pb + P_KEEP];
+    c.base = desc[pb + P_SOFF] + lr * c.width;
+    c.l = desc[pb + P_L0] + lr;
+    c.l_total = desc[pb + P_LTOTAL];
+    c.run = c.width;
+    // Online max and sum of exp(s - max), the argmax (lowest index on ties).
+    var best = NEG;
+    var arg = NONE;
+    var sum = 0.0;
+    for (var mu = 0u; mu < c.width; mu++) {
+        if (kept_rank(c, mu) != NONE) {
+            let v = score(c, mu);
+            if (v > best) {
+                sum *= exp(best - v);
+                best = v;
+                arg = mu;
+            }
+            sum += exp(v - best);
+        }
+    }
+    recs[row].lse = best + log(sum);
+    recs[row].argmax = arg;
+    if ((p.flags & F_RECORDS_ONLY) != 0u) {
+        return;
+    }
+    var ch: Choice;
+    ch.top = best;
+    ch.total = sum;
+    ch.tau = 0.0;
+    if (p.method == M_POLY || p.method == M_RATIO) {
+        var sm = 0.0;
+        for (var mu = 0u; mu < c.width; mu++) {
+            if (kept_rank(c, mu) != NONE) {
+                sm += raw_weight(ch, score(c, mu));
+            }
+        }
+        ch.total = sm;
+    }
+    var change = 0.0;
+    for (var mu = 0u; mu < c.width; mu++) {
+        var w = 0.0;
+        if (kept_rank(c, mu) != NONE) {
+            w = raw_weight(ch, score(c, mu)) / ch.total;
+        }
+        if ((p.flags & F_DIFF) != 0u) {
+            let dv = w - a[c.base + mu];
+            change += dv * dv;
+        }
+        a[c.base + mu] = w;
+    }
+    if ((p.flags & F_DIFF) != 0u) {
+        recs[row].diff = change;
+    }
+}
+
 // ------------------------------------------------------------------- update
 
 @compute @workgroup_size(64)

@@ -325,3 +325,19 @@ fn bad_batches_are_typed_errors() {
     let opts = BatchOptions { method: Method::Dense, space: BatchSpace::Values, stop: BatchStop::PerQuery };
     assert!(matches!(ctx().retrieve_batch(&batch, &opts), Err(Error::NonFinite { what: "queries", .. })));
 }
+
+#[cfg_attr(skip_gpu_tests, ignore = "needs a GPU adapter")]
+#[test]
+fn rows_too_long_for_one_thread_take_a_workgroup() {
+    // On a CPU device the plain normalisers (dense, prf, poly, linear) take
+    // one thread per score row while the row fits one invocation's loops;
+    // 13,000 memories do not (on llvmpipe), so these rows take the
+    // workgroup kernel that GPUs use for every row.
+    let mut data = Data::bags(5, 1, 4, Some(3), 1);
+    data.sets = vec![(random(93, 13_000, 4, 1.0), Some(random(94, 13_000, 3, 1.0)), None, true)];
+    data.problems = vec![(0, random(95, 3, 4, 1.0), 1.3, 0)];
+    data.groups = vec![(1, 1e-5)];
+    for method in [Method::Dense, Method::Poly { delta: 1e-3, degree: Some(6) }, Method::Linear] {
+        check(ctx(), "long rows", &data, method, BatchSpace::Keys, BatchStop::Association);
+    }
+}

@@ -250,6 +250,18 @@ impl Normaliser {
     }
 }
 
+impl Normaliser {
+    /// Loop iterations of one `normalise_rows` invocation on a row of
+    /// `width` entries: the statistics pass, the polynomial's or ratio's sum,
+    /// the weights pass (each poly entry a Horner loop).
+    pub(crate) fn row_cost(&self, width: usize, records_only: bool) -> usize {
+        let horner = self.coefs.len() + 1;
+        let per = if self.code == 6 { horner } else { 1 };
+        let passes = if records_only { width + 1 } else { (width + 1) * (2 + 2 * per) };
+        passes + 32
+    }
+}
+
 fn clamp_u32(v: usize) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
@@ -351,6 +363,8 @@ pub(crate) struct Tables {
     member_at: u32,
     pub problems: usize,
     pub groups: usize,
+    /// Score row length of each problem.
+    widths: Vec<usize>,
 }
 
 impl Tables {
@@ -401,7 +415,13 @@ impl Tables {
             member_at: member_at as u32,
             problems: problems.len(),
             groups: groups.len(),
+            widths: problems.iter().map(ProblemDesc::width).collect(),
         })
+    }
+
+    /// The longest score row among the problems `[p0, p1)`.
+    fn widest(&self, p0: usize, p1: usize) -> usize {
+        self.widths[p0..p1].iter().copied().max().unwrap_or(0)
     }
 
     fn params(&self, p0: usize, p1: usize, items: usize, row0: usize, d: usize, flags: u32) -> BatchParams {
@@ -455,9 +475,19 @@ pub(crate) fn encode_normalise(
     flags: u32,
     bound: &Bound<'_>,
 ) -> Result<()> {
-    let kernel = Kernel::new(rec.ctx, Shader::Batch, "normalise", &constants())?;
     let records_only = flags & flags::RECORDS_ONLY != 0;
+    // One thread per row where a workgroup's barriers cost more than the
+    // row's work (CPU devices) and the row fits one invocation's loops; the
+    // supports (top-K, random, window) and thresholds (sparsemax, entmax)
+    // always take a workgroup.
+    let plain = records_only || matches!(norm.code, 0 | 6 | 7);
+    let widest = tables.widest(p0, p1);
+    let per_thread =
+        plain && rec.ctx.is_cpu() && rec.ctx.loop_budget().is_none_or(|b| norm.row_cost(widest, records_only) <= b);
+    let (entry, items) = if per_thread { ("normalise_rows", rows.div_ceil(64)) } else { ("normalise", rows) };
+    let kernel = Kernel::new(rec.ctx, Shader::Batch, entry, &constants())?;
     let mut params = tables.params(p0, p1, rows, row0, 0, flags);
+    params.groups_x = grid(items).0;
     params.method = if records_only { 0 } else { norm.code };
     params.k = norm.k;
     params.seed_lo = norm.seed as u32;
@@ -616,7 +646,7 @@ mod tests {
         assert_eq!(wgsl_struct_size(Shader::BatchFused, "Params"), size_of::<FusedParams>());
         assert_eq!(wgsl_struct_size(Shader::BatchFused, "Row"), size_of::<RowRecord>());
         check_constants(Shader::BatchFused, "fused_dense", &[]);
-        for entry in ["normalise", "update", "stop", "finish"] {
+        for entry in ["normalise", "normalise_rows", "update", "stop", "finish"] {
             check_constants(Shader::Batch, entry, &constants());
         }
         check_constants(Shader::BatchPairwise, "pairwise", &[]);
