@@ -299,7 +299,11 @@ impl<'c> Layer<'c> {
             let operand = |s: &Source<'_>| -> Result<Operand<'_>> {
                 Ok(match s {
                     Source::Input(seqs) => {
-                        let buffer = &uploads.iter().find(|(p, _)| *p == seqs.data.as_ptr()).expect("uploaded").1;
+                        let buffer = &uploads
+                            .iter()
+                            .find(|(p, _)| *p == seqs.data.as_ptr())
+                            .ok_or_else(|| Error::internal("a layer input was not uploaded"))?
+                            .1;
                         Operand { buffer, off: 0, seq: seqs.rows * seqs.features, rows: seqs.rows, cols: seqs.features }
                     }
                     Source::Learned(t) => Operand {
