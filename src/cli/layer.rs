@@ -78,6 +78,12 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
         }
     }
     hopfield_gpu::layer::config::check_layer_method(&config.method)?;
+    if let hopfield_gpu::Method::Poly { degree: None, .. } = config.method {
+        return Err(CliError::Usage {
+            flag: "--degree",
+            why: "a layer's queries are computed on the device, so --method poly needs its --degree".into(),
+        });
+    }
     let class = config.class.name();
     let refuse = |flag: &'static str, given: bool, why: &str| -> Result<(), CliError> {
         if given {

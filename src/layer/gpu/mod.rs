@@ -183,6 +183,14 @@ impl<'c> Layer<'c> {
     /// per-head scaling with the linear or prf kernel, a device error.
     pub fn new(ctx: &'c Context, config: &LayerConfig, weights: &LayerWeights) -> Result<Self> {
         super::config::check_layer_method(&config.method)?;
+        if let Method::Poly { degree: None, .. } = config.method {
+            return Err(Error::unsupported(
+                "degree",
+                Some("poly"),
+                "a GPU layer computes its queries on the device, so the polynomial's degree cannot be chosen from \
+                 their magnitudes: give one",
+            ));
+        }
         let st = Structure::new(config, weights)?;
         if matches!(st.scaling, PerHead::Each(_)) && matches!(config.method, Method::Linear | Method::Prf { .. }) {
             return Err(Error::LayerConfig {
