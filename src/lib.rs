@@ -41,7 +41,7 @@ pub mod tolerance;
 
 pub use bank::{BankStats, MemoryBank};
 pub use context::{list_adapters, Context, ContextOptions, DeviceReport};
-pub use error::{Error, GpuErrorKind, Resource, Result};
+pub use error::{Error, ErrorKind, GpuErrorKind, Resource, Result};
 pub use feature::plan::Efficiency;
 pub use host::{available_memory, check_allocation as check_host_memory};
 pub use method::{default_feature_count, default_window, random_rank_key, window_range, Method, MAX_DEGREE};
