@@ -35,6 +35,8 @@ const LAYERS: &[(&str, u8, bool)] = &[
     ("kernels", 5, true),
     ("layer::gpu", 6, true),
     ("retrieve", 6, true),
+    ("partial", 6, true),
+    ("sharded", 6, true),
 ];
 
 /// Only tests and the command line check against the reference.
