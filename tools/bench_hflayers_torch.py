@@ -18,6 +18,11 @@ Run (PyTorch from PyPI; the hflayers code is never copied into this repository):
     PYTHONPATH=/tmp/hflayers /work/venv-torch/bin/python tools/bench_hflayers_torch.py
     PYTHONPATH=/tmp/hflayers python tools/bench_hflayers_torch.py --device cuda --json
 
+A small run to check the script (the shape flags override the issue's shapes):
+
+    PYTHONPATH=/tmp/hflayers /work/venv-torch/bin/python tools/bench_hflayers_torch.py \
+        --sequences 4 --rows 16 --input-size 16 --heads 2 --repeats 2
+
 Compare with (same machine, quiet):
 
     hopfield-gpu bench --layer pooling
@@ -46,8 +51,10 @@ def module(kind, features, heads):
     return Hopfield(input_size=features, num_heads=heads)
 
 
-def run(kind, device, repeats, threads):
-    shape = SHAPES[kind]
+def run(kind, device, repeats, threads, overrides):
+    # The issue's shapes unless overridden (as `bench --layer`'s
+    # --sequences/--rows/--input-size/--heads), e.g. to check a small run.
+    shape = {**SHAPES[kind], **{k: v for k, v in overrides.items() if v is not None}}
     torch.manual_seed(7)
     m = module(kind, shape["features"], shape["heads"]).to(device).eval()
     x = torch.rand(shape["n"], shape["s"], shape["features"], device=device) * 2 - 1
@@ -88,11 +95,16 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's own choice)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--sequences", type=int, help="sequences (bags); default: the issue's shape")
+    p.add_argument("--rows", type=int, help="rows per sequence (instances, tokens)")
+    p.add_argument("--input-size", type=int, help="the module's input_size")
+    p.add_argument("--heads", type=int, help="the module's num_heads")
     a = p.parse_args()
+    overrides = dict(n=a.sequences, s=a.rows, features=a.input_size, heads=a.heads)
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     threads = torch.get_num_threads()
-    records = [run(kind, a.device, a.repeats, threads) for kind in (a.layer or ["pooling", "hopfield"])]
+    records = [run(kind, a.device, a.repeats, threads, overrides) for kind in (a.layer or ["pooling", "hopfield"])]
     if a.json:
         print(json.dumps(records, indent=1))
         return
