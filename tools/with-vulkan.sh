@@ -6,8 +6,15 @@
 set -euo pipefail
 
 have_vulkan() {
-    ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' &&
-        ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json /usr/local/share/vulkan/icd.d/*.json >/dev/null 2>&1
+    # Not `grep -q`: it exits at the first match, ldconfig may then die of
+    # SIGPIPE, and pipefail turns that into "no driver". And not one `ls` of
+    # the three ICD folders: it fails when any one of them is missing.
+    ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1' >/dev/null || return 1
+    local icd
+    for icd in /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json /usr/local/share/vulkan/icd.d/*.json; do
+        [ -e "$icd" ] && return 0
+    done
+    return 1
 }
 
 if ! have_vulkan; then
