@@ -19,6 +19,11 @@ or inapplicable method parameters, problems beyond the device's limits),
 Threads: every GPU call releases the GIL, and one ``Context`` (with its
 banks) may be used from several Python threads at once.
 
+Hopfield layers: ``load_layer(config, weights)`` runs a trained
+hopfield-layers module (``Hopfield``, ``HopfieldPooling``, ``HopfieldLayer``)
+from its config JSON and safetensors state dict; ``layer.forward(...)``
+takes NumPy arrays ``[N, S, F]`` or ``[S, F]`` and returns float32.
+
 The exact mathematics is fixed by SEMANTICS.md in the repository.
 """
 
