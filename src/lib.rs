@@ -36,6 +36,7 @@ mod planner;
 mod retrieve;
 mod shaders;
 mod stats;
+pub mod theory;
 pub mod tolerance;
 
 pub use bank::{BankStats, MemoryBank};
