@@ -28,6 +28,7 @@ mod bank;
 mod context;
 pub mod cpu;
 mod error;
+pub mod experiment;
 mod feature;
 mod kernels;
 mod method;

@@ -2,6 +2,7 @@
 //! The flag names are an interface users' scripts rely on: keep them.
 
 mod bench;
+mod experiment;
 mod info;
 mod retrieve;
 
@@ -30,6 +31,9 @@ enum Command {
     Info,
     /// Time retrieval kernels and check them against the CPU reference.
     Bench(bench::Args),
+    /// Rerun the seed papers' retrieval experiments (capacity, noise, scaling):
+    /// CSV, JSON, PNG and SVG plots, and a README with the command.
+    Experiment(experiment::Args),
 }
 
 /// Retrieval methods as spelled on the command line: one per [`Method`]
@@ -219,6 +223,7 @@ pub fn main() -> ExitCode {
         Command::Retrieve(args) => retrieve::run(args, &cli.device),
         Command::Info => info::run(&cli.device),
         Command::Bench(args) => bench::run(args, &cli.device),
+        Command::Experiment(args) => experiment::run(args, &cli.device),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
