@@ -47,8 +47,24 @@
 
 use serde::Serialize;
 
-use crate::cpu::separation::Neighbours;
 use crate::error::{Error, Result};
+
+/// What one pairwise sweep finds for one row `a` (a memory, or a query)
+/// against the memories `xi_nu`: the GPU's `separation` kernel and its
+/// reference [`crate::cpu::separation`] both produce it. Ties go to the
+/// lower index; `None` where no memory qualifies (a bank of one memory has
+/// no other one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Neighbours {
+    /// `argmin_nu |a - xi_nu|^2`.
+    pub nearest: Option<usize>,
+    /// `argmax_nu <a, xi_nu>`.
+    pub best: Option<usize>,
+    /// `argmax_{nu != best} <a, xi_nu>`.
+    pub second: Option<usize>,
+    /// Memories `nu` (other than the row itself) with `xi_nu == a` entry by entry.
+    pub duplicates: usize,
+}
 
 /// What the analysis needs besides the data (`hopfield-gpu analyze` flags).
 #[derive(Clone, Debug)]
@@ -70,29 +86,29 @@ pub struct Params {
 }
 
 impl Params {
-    /// Check every parameter's domain; the error names the flag.
+    /// Check every parameter's domain; the error names the field.
     pub fn validate(&self) -> Result<()> {
         if !(self.beta.is_finite() && self.beta > 0.0) {
-            return Err(Error::invalid("--beta", self.beta, "must be finite and > 0"));
+            return Err(Error::invalid("beta", self.beta, "must be finite and > 0"));
         }
         if let Some(delta) = self.delta {
             if !(delta > 0.0 && delta < 1.0) {
-                return Err(Error::invalid("--delta", delta, "delta_A must lie in (0, 1)"));
+                return Err(Error::invalid("delta", delta, "delta_A must lie in (0, 1)"));
             }
         }
         if self.k == Some(0) {
-            return Err(Error::invalid("--k", 0, "top-K keeps at least one memory"));
+            return Err(Error::invalid("k", 0, "top-K keeps at least one memory"));
         }
         if !(self.p > 0.0 && self.p < 1.0) {
-            return Err(Error::invalid("--p", self.p, "the failure probability must lie in (0, 1)"));
+            return Err(Error::invalid("p", self.p, "the failure probability must lie in (0, 1)"));
         }
         if let Some(r) = self.radius {
             if !(r.is_finite() && r > 0.0) {
-                return Err(Error::invalid("--radius", r, "must be finite and > 0"));
+                return Err(Error::invalid("radius", r, "must be finite and > 0"));
             }
         }
         if !(self.tolerance.is_finite() && self.tolerance > 0.0) {
-            return Err(Error::invalid("--tolerance", self.tolerance, "must be finite and > 0"));
+            return Err(Error::invalid("tolerance", self.tolerance, "must be finite and > 0"));
         }
         Ok(())
     }
@@ -745,7 +761,7 @@ pub fn report(g: &Geometry, memories: &[f32], q: Option<QueryInputs<'_>>, prm: &
     let eff = crate::feature::plan::efficiency(b, mm, l.max(1));
     let stats_queries = q.as_ref().map_or(memories, |q| q.queries);
     let (planner_choice, planner_reason) =
-        match crate::planner::ProblemStats::new(stats_queries, memories, None, g.dim, prm.beta, 1)
+        match crate::stats::ProblemStats::new(stats_queries, memories, None, g.dim, prm.beta, 1)
             .and_then(|s| crate::planner::plan(&s, prm.tolerance, prm.max_state_bytes))
         {
             Ok(p) => (Some(p.choice.name().to_string()), p.reason),
@@ -1107,12 +1123,12 @@ mod tests {
     #[test]
     fn bad_parameters_name_their_flag() {
         let cases: [(Params, &str); 6] = [
-            (params(-1.0), "--beta"),
-            (Params { delta: Some(1.5), ..params(1.0) }, "--delta"),
-            (Params { k: Some(0), ..params(1.0) }, "--k"),
-            (Params { p: 1.0, ..params(1.0) }, "--p"),
-            (Params { radius: Some(f64::NAN), ..params(1.0) }, "--radius"),
-            (Params { tolerance: 0.0, ..params(1.0) }, "--tolerance"),
+            (params(-1.0), "beta"),
+            (Params { delta: Some(1.5), ..params(1.0) }, "delta"),
+            (Params { k: Some(0), ..params(1.0) }, "k"),
+            (Params { p: 1.0, ..params(1.0) }, "p"),
+            (Params { radius: Some(f64::NAN), ..params(1.0) }, "radius"),
+            (Params { tolerance: 0.0, ..params(1.0) }, "tolerance"),
         ];
         for (p, flag) in cases {
             match p.validate() {

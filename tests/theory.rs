@@ -134,7 +134,7 @@ fn run(m: usize, d: usize, beta_factor: f64, k: usize) -> Case {
     for i in 0..l {
         let x = &queries[i * d..(i + 1) * d];
         let s: Vec<f64> = (0..m).map(|nu| beta * dot(x, row(nu))).collect();
-        let support = hopfield_gpu::cpu::sparse::top_k_support(&s, k);
+        let support = hopfield_gpu::cpu::topk::top_k_support(&s, k);
         in_support.push(support.contains(&pattern[i]));
         topk_err.push(one_step_error(x, &mem, d, beta, pattern[i], Some(&support), &exp));
     }

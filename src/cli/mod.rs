@@ -195,6 +195,16 @@ pub fn flag(name: &str) -> String {
         "support" => "--support-out".into(),
         "energy" => "--energy-out".into(),
         "beta" | "eps" | "k" | "seed" | "delta" | "degree" | "features" | "tolerance" | "method" => format!("--{name}"),
+        // analyze and experiment
+        "p" | "radius" | "trials" | "steps" | "methods" | "sizes" | "sigmas" | "data" | "variant" => {
+            format!("--{name}")
+        }
+        "noise_m" => "--m".into(),
+        "n" => "--max-n".into(),
+        "scaling_dim" => "--dim".into(),
+        "time_budget_s" => "--time-budget".into(),
+        "authors_threshold" => "--authors-threshold".into(),
+        "noise_broadcast" => "--noise-broadcast".into(),
         other => other.into(),
     }
 }

@@ -14,20 +14,7 @@
 //! Ties go to the lower index everywhere. Plain f64 loops, O(rows M d).
 
 use super::{dot, Matrix};
-
-/// What the sweep finds for one row. `None` where no memory qualifies (a
-/// bank of one memory has no other one).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Neighbours {
-    /// `argmin_nu |a - xi_nu|^2`.
-    pub nearest: Option<usize>,
-    /// `argmax_nu <a, xi_nu>`.
-    pub best: Option<usize>,
-    /// `argmax_{nu != best} <a, xi_nu>`.
-    pub second: Option<usize>,
-    /// Memories `nu` (other than the row itself) with `xi_nu == a` entry by entry.
-    pub duplicates: usize,
-}
+pub use crate::theory::Neighbours;
 
 /// The sweep for every row of `rows` against `memories`.
 ///

@@ -190,7 +190,7 @@ pub fn default_methods() -> Vec<MethodSpec> {
 /// Parse `--methods`: comma-separated names; `topk` and `random` expand to
 /// one entry per fraction, `topk:0.8` names one fraction.
 pub fn parse_methods(list: &str, fractions: &[f64]) -> Result<Vec<MethodSpec>> {
-    let bad = |why: String| Error::invalid("--methods", list, why);
+    let bad = |why: String| Error::invalid("methods", list, why);
     let mut out = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, f) = match item.split_once(':') {
@@ -267,37 +267,37 @@ pub struct Config {
 
 impl Config {
     /// Check the configuration against the data (`None` for scaling); every
-    /// error names the flag.
+    /// error names the field (the command line prints its flag).
     pub fn validate(&self, data: Option<&Dataset>) -> Result<()> {
         if self.trials == 0 {
-            return Err(Error::invalid("--trials", 0, "at least one trial"));
+            return Err(Error::invalid("trials", 0, "at least one trial"));
         }
         if self.steps == 0 {
-            return Err(Error::invalid("--steps", 0, "at least one update"));
+            return Err(Error::invalid("steps", 0, "at least one update"));
         }
         if !(self.beta.is_finite() && self.beta > 0.0) {
-            return Err(Error::invalid("--beta", self.beta, "must be finite and > 0"));
+            return Err(Error::invalid("beta", self.beta, "must be finite and > 0"));
         }
         if !(self.delta > 0.0 && self.delta < 1.0) {
-            return Err(Error::invalid("--delta", self.delta, "delta_A must lie in (0, 1)"));
+            return Err(Error::invalid("delta", self.delta, "delta_A must lie in (0, 1)"));
         }
         if !(self.authors_threshold.is_finite() && self.authors_threshold > 0.0) {
-            return Err(Error::invalid("--authors-threshold", self.authors_threshold, "must be finite and > 0"));
+            return Err(Error::invalid("authors_threshold", self.authors_threshold, "must be finite and > 0"));
         }
         if self.xs.is_empty() {
-            return Err(Error::invalid("--x", "", "no x values"));
+            return Err(Error::invalid("xs", "", "no x values"));
         }
         match self.kind {
             Kind::Capacity => {
                 let n = data.map_or(usize::MAX, |d| d.rows);
                 for &x in &self.xs {
                     if !(x >= 1.0 && x.fract() == 0.0 && x as usize <= n) {
-                        return Err(Error::invalid("--sizes", x, format!("M must be a whole number in 1..={n}")));
+                        return Err(Error::invalid("sizes", x, format!("M must be a whole number in 1..={n}")));
                     }
                 }
                 if data.is_some_and(|d| d.image.is_none()) {
                     return Err(Error::invalid(
-                        "--data",
+                        "data",
                         data.map_or("", |d| &d.source),
                         "the capacity protocol zeroes the top half of each image, and d is not a square image of 1 or 3 channels",
                     ));
@@ -306,16 +306,16 @@ impl Config {
             Kind::Noise => {
                 for &x in &self.xs {
                     if !(x.is_finite() && x >= 0.0) {
-                        return Err(Error::invalid("--sigmas", x, "noise widths must be finite and >= 0"));
+                        return Err(Error::invalid("sigmas", x, "noise widths must be finite and >= 0"));
                     }
                 }
                 let n = data.map_or(usize::MAX, |d| d.rows);
                 if self.noise_m == 0 || self.noise_m > n {
-                    return Err(Error::invalid("--m", self.noise_m, format!("M must lie in 1..={n}")));
+                    return Err(Error::invalid("noise_m", self.noise_m, format!("M must lie in 1..={n}")));
                 }
                 if self.noise_broadcast && data.is_some_and(|d| d.image.is_none()) {
                     return Err(Error::invalid(
-                        "--noise-broadcast",
+                        "noise_broadcast",
                         "",
                         "needs an image shape (square, 1 or 3 channels)",
                     ));
@@ -324,21 +324,21 @@ impl Config {
             Kind::Scaling => {
                 for &x in &self.xs {
                     if !(x >= 2.0 && x.fract() == 0.0 && x <= 1e9) {
-                        return Err(Error::invalid("--max-n", x, "n must be a whole number >= 2"));
+                        return Err(Error::invalid("n", x, "n must be a whole number >= 2"));
                     }
                 }
                 if self.scaling_dim == 0 {
-                    return Err(Error::invalid("--dim", 0, "d >= 1"));
+                    return Err(Error::invalid("scaling_dim", 0, "d >= 1"));
                 }
                 if self.variant == Variant::Authors {
                     return Err(Error::invalid(
-                        "--variant",
+                        "variant",
                         "authors",
                         "the authors' variants run on the host for comparing accuracy; timing them says nothing about the engine",
                     ));
                 }
                 if !(self.time_budget_s > 0.0) {
-                    return Err(Error::invalid("--time-budget", self.time_budget_s, "must be > 0 seconds"));
+                    return Err(Error::invalid("time_budget_s", self.time_budget_s, "must be > 0 seconds"));
                 }
             }
         }
@@ -498,7 +498,7 @@ struct Acc {
 /// Errors that mean "this method cannot run on this problem" (recorded and
 /// skipped) rather than "the experiment is broken" (propagated).
 fn skippable(e: &Error) -> bool {
-    matches!(e, Error::InvalidParameter { .. } | Error::DeviceLimit(_) | Error::Unsupported(_))
+    matches!(e, Error::InvalidParameter { .. } | Error::DeviceLimit { .. } | Error::Unsupported { .. })
 }
 
 /// The authors' noise: one N(0, sigma^2) value per image column, shared by
@@ -630,7 +630,7 @@ fn retrieve_one(
         (Variant::Authors, MethodSpec::Sparsemax) => Ok((engine(Method::Dense, false)?.z, None)),
         (_, MethodSpec::Random { .. }) => {
             let r = engine(spec.method(m, seed, cfg.delta), true)?;
-            let s = r.support.ok_or_else(|| Error::Gpu("random retrieval returned no support".into()))?;
+            let s = r.support.ok_or_else(|| Error::internal("random retrieval returned no support"))?;
             let flags = (0..m).map(|l| s.indices[l * s.width..(l + 1) * s.width].contains(&(l as i32))).collect();
             Ok((r.z, Some(flags)))
         }
@@ -904,7 +904,7 @@ mod tests {
         );
         for bad in ["", "nope", "dense:0.5", "topk:2", "topk:x"] {
             assert!(
-                matches!(parse_methods(bad, &[0.5]), Err(Error::InvalidParameter { name: "--methods", .. })),
+                matches!(parse_methods(bad, &[0.5]), Err(Error::InvalidParameter { name: "methods", .. })),
                 "{bad}"
             );
         }

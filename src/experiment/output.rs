@@ -141,7 +141,7 @@ pub fn readme(r: &Results, wall_s: f64) -> String {
 /// Returns the paths written.
 pub fn write_all(dir: &Path, r: &Results, wall_s: f64) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.to_path_buf(), source: e })?;
-    let json = serde_json::to_string_pretty(r).map_err(|e| Error::Unsupported(format!("results.json: {e}")))?;
+    let json = serde_json::to_string_pretty(r).map_err(|e| Error::internal(format!("results.json: {e}")))?;
     let files: [(&str, Vec<u8>); 5] = [
         ("results.csv", csv(r).into_bytes()),
         ("results.json", json.into_bytes()),

@@ -29,7 +29,7 @@ fn font() -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Unsupported("the embedded DejaVu Sans font could not be parsed".into()))
+        Err(Error::internal("the embedded DejaVu Sans font could not be parsed"))
     }
 }
 
@@ -194,15 +194,15 @@ pub fn png(r: &Results) -> Result<Vec<u8>> {
     let mut rgb = vec![0u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
-        draw(&root, r).map_err(|m| Error::Unsupported(format!("drawing the PNG plot failed: {m}")))?;
+        draw(&root, r).map_err(|m| Error::internal(format!("drawing the PNG plot failed: {m}")))?;
     }
     let mut out = Vec::new();
     let mut enc = png::Encoder::new(&mut out, w, h);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
-    let mut writer = enc.write_header().map_err(|e| Error::Unsupported(format!("PNG encoding failed: {e}")))?;
-    writer.write_image_data(&rgb).map_err(|e| Error::Unsupported(format!("PNG encoding failed: {e}")))?;
-    writer.finish().map_err(|e| Error::Unsupported(format!("PNG encoding failed: {e}")))?;
+    let mut writer = enc.write_header().map_err(|e| Error::internal(format!("PNG encoding failed: {e}")))?;
+    writer.write_image_data(&rgb).map_err(|e| Error::internal(format!("PNG encoding failed: {e}")))?;
+    writer.finish().map_err(|e| Error::internal(format!("PNG encoding failed: {e}")))?;
     Ok(out)
 }
 
@@ -212,7 +212,7 @@ pub fn svg(r: &Results) -> Result<String> {
     let mut s = String::new();
     {
         let root = SVGBackend::with_string(&mut s, SIZE).into_drawing_area();
-        draw(&root, r).map_err(|m| Error::Unsupported(format!("drawing the SVG plot failed: {m}")))?;
+        draw(&root, r).map_err(|m| Error::internal(format!("drawing the SVG plot failed: {m}")))?;
     }
     Ok(s)
 }
