@@ -28,8 +28,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::bank::MemoryBank;
+use crate::context::{Context, DeviceReport};
 use crate::error::{Error, Result};
-use crate::{Context, MemoryBank, Method, RetrieveOptions};
+use crate::method::Method;
+use crate::retrieve::{Retrieval, RetrieveOptions};
 use data::{Dataset, Stream};
 
 /// Which experiment.
@@ -443,7 +446,7 @@ pub struct Results {
     /// The command that made them.
     pub command: String,
     /// The device.
-    pub device: crate::DeviceReport,
+    pub device: DeviceReport,
 }
 
 /// Per-query outcome of one retrieval.
@@ -611,7 +614,7 @@ fn retrieve_one(
     seed: u64,
 ) -> Result<(Vec<f32>, Option<Vec<bool>>)> {
     let beta = f64::from(cfg.beta);
-    let engine = |method: Method, support: bool| -> Result<crate::Retrieval> {
+    let engine = |method: Method, support: bool| -> Result<Retrieval> {
         let opts = RetrieveOptions { method, beta: cfg.beta, max_steps: cfg.steps, eps: 0.0, energy: false, support };
         ctx.retrieve(bank, queries, &opts)
     };
