@@ -47,5 +47,5 @@ pub use feature::plan::Efficiency;
 pub use method::{default_feature_count, default_window, random_rank_key, window_range, Method, MAX_DEGREE};
 pub use planner::{f32_rounding_bound, plan, poly_choice, Candidate, Plan, PolyReport};
 pub use retrieve::encode::MAX_ENCODED_STEPS;
-pub use retrieve::{Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, MAX_STEPS};
+pub use retrieve::{Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, Sweep, MAX_STEPS};
 pub use stats::{Magnitudes, ProblemStats};

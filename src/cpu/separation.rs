@@ -16,44 +16,48 @@
 use super::{dot, Matrix};
 pub use crate::theory::Neighbours;
 
+/// The sweep for the memories listed in `which` against the others (what
+/// [`neighbours`] with `exclude_self` gives for those rows), for checking a
+/// sample of a large bank.
+pub fn neighbours_of(memories: &Matrix, which: &[usize]) -> Vec<Neighbours> {
+    which.iter().map(|&mu| sweep_row(memories.row(mu), memories, Some(mu))).collect()
+}
+
 /// The sweep for every row of `rows` against `memories`.
 ///
 /// # Panics
 /// If `exclude_self` and `rows` is not `memories` in shape (rows != M).
 pub fn neighbours(rows: &Matrix, memories: &Matrix, exclude_self: bool) -> Vec<Neighbours> {
     assert!(!exclude_self || rows.rows == memories.rows, "exclude_self needs rows == memories");
-    (0..rows.rows)
-        .map(|i| {
-            let a = rows.row(i);
-            let mut out = Neighbours { nearest: None, best: None, second: None, duplicates: 0 };
-            let (mut near_d2, mut best_dot, mut second_dot) = (f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
-            for nu in 0..memories.rows {
-                if exclude_self && nu == i {
-                    continue;
-                }
-                let b = memories.row(nu);
-                let d2: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
-                if a == b {
-                    out.duplicates += 1;
-                }
-                if out.nearest.is_none() || d2 < near_d2 {
-                    near_d2 = d2;
-                    out.nearest = Some(nu);
-                }
-                let s = dot(a, b);
-                if out.best.is_none() || s > best_dot {
-                    second_dot = best_dot;
-                    out.second = out.best;
-                    best_dot = s;
-                    out.best = Some(nu);
-                } else if out.second.is_none() || s > second_dot {
-                    second_dot = s;
-                    out.second = Some(nu);
-                }
-            }
-            out
-        })
-        .collect()
+    (0..rows.rows).map(|i| sweep_row(rows.row(i), memories, exclude_self.then_some(i))).collect()
+}
+
+/// One row `a` against every memory but `skip`.
+fn sweep_row(a: &[f64], memories: &Matrix, skip: Option<usize>) -> Neighbours {
+    let mut out = Neighbours { nearest: None, best: None, second: None, duplicates: 0 };
+    let (mut near_d2, mut best_dot, mut second_dot) = (f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY);
+    for nu in (0..memories.rows).filter(|&nu| Some(nu) != skip) {
+        let b = memories.row(nu);
+        let d2: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+        if a == b {
+            out.duplicates += 1;
+        }
+        if out.nearest.is_none() || d2 < near_d2 {
+            near_d2 = d2;
+            out.nearest = Some(nu);
+        }
+        let s = dot(a, b);
+        if out.best.is_none() || s > best_dot {
+            second_dot = best_dot;
+            out.second = out.best;
+            best_dot = s;
+            out.best = Some(nu);
+        } else if out.second.is_none() || s > second_dot {
+            second_dot = s;
+            out.second = Some(nu);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -58,7 +58,7 @@ impl ImageShape {
     /// (64 -> 8x8x1 for digits, 192 -> 8x8x3 for patches8x8).
     pub fn guess(d: usize) -> Option<Self> {
         [1, 3].into_iter().find_map(|c| {
-            if d % c != 0 {
+            if !d.is_multiple_of(c) {
                 return None;
             }
             let side = ((d / c) as f64).sqrt().round() as usize;

@@ -340,7 +340,7 @@ impl Config {
                         "the authors' variants run on the host for comparing accuracy; timing them says nothing about the engine",
                     ));
                 }
-                if !(self.time_budget_s > 0.0) {
+                if self.time_budget_s.is_nan() || self.time_budget_s <= 0.0 {
                     return Err(Error::invalid("time_budget_s", self.time_budget_s, "must be > 0 seconds"));
                 }
             }

@@ -24,6 +24,7 @@ use crate::shaders::Shader;
 pub(crate) mod dense;
 pub(crate) mod entmax;
 pub(crate) mod feature;
+pub(crate) mod separation;
 pub(crate) mod topk;
 pub(crate) mod update;
 pub(crate) mod window;
