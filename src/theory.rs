@@ -270,6 +270,15 @@ fn solve_beta(c: f64, delta_min: f64, two_m_r: f64) -> (Option<f64>, Option<f64>
             Some(c / gap),
             Some("ln A < 0 and Delta_min < 2 m r: the condition holds only for beta up to max_beta".into()),
         )
+    } else if delta_min <= 0.0 {
+        (
+            None,
+            None,
+            Some(format!(
+                "Delta_min = {delta_min:.6e} <= 0: some pattern has another at least as aligned with it as itself, \
+                 so no beta and no radius makes every pattern well separated"
+            )),
+        )
     } else {
         (
             None,
@@ -277,7 +286,7 @@ fn solve_beta(c: f64, delta_min: f64, two_m_r: f64) -> (Option<f64>, Option<f64>
             Some(format!(
                 "Delta_min = {delta_min:.6e} < 2 m r = {two_m_r:.6e}: no beta makes every pattern well separated \
                  (on a sphere of radius m with r = R this always happens: Delta = 2 R^2 <= 2 m R for the closest pair; \
-                 a smaller --radius can help)"
+                 a smaller radius can help)"
             )),
         )
     }

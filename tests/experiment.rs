@@ -233,6 +233,10 @@ fn bad_experiment_flags_are_refused_naming_the_flag() {
     };
     run(&["capacity", "--beta", "-1"], &["--beta"]);
     run(&["capacity", "--trials", "0"], &["--trials"]);
+    run(&["capacity", "--trials", "-2"], &["--trials"]);
+    run(&["capacity", "--seed", "-2"], &["--seed"]);
+    run(&["capacity", "--steps", "-1"], &["--steps"]);
+    run(&["capacity", "--sizes", "-10"], &["--sizes"]);
     run(&["capacity", "--sizes", "0,10"], &["--sizes"]);
     run(&["capacity", "--sizes", "10,5000"], &["--sizes"]);
     run(&["capacity", "--sizes", "ten"], &["--sizes"]);
@@ -245,6 +249,8 @@ fn bad_experiment_flags_are_refused_naming_the_flag() {
     run(&["capacity", "--delta", "1.5"], &["--delta"]);
     run(&["noise", "--sigmas", "-0.5"], &["--sigmas"]);
     run(&["noise", "--m", "0"], &["--m"]);
+    run(&["noise", "--m", "-5"], &["--m"]);
+    run(&["scaling", "--max-n", "-5"], &["--max-n"]);
     run(&["scaling", "--variant", "authors"], &["--variant"]);
     run(&["scaling", "--max-n", "100", "--min-n", "256"], &["--max-n"]);
     run(&["scaling", "--data", "digits"], &["--data"]);

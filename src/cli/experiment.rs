@@ -59,13 +59,13 @@ pub struct Args {
     #[arg(long, value_name = "LIST", default_value = "0.2,0.5,0.8")]
     fractions: String,
     /// Trials per point (default 10; scaling: 3 timed runs).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     trials: Option<usize>,
     /// Seed of every draw.
-    #[arg(long, value_name = "S", default_value_t = 0)]
+    #[arg(long, value_name = "S", default_value_t = 0, allow_negative_numbers = true)]
     seed: u64,
     /// Update steps per retrieval (every step runs).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true)]
     steps: u32,
     /// Inverse temperature. Default: 0.12 (d = 64) or 1.6 (d = 192) on z-scored
     /// data, the authors' beta d; 1 for scaling.
@@ -85,22 +85,22 @@ pub struct Args {
     #[arg(long)]
     noise_broadcast: bool,
     /// Memory counts M (capacity), comma-separated. Default 10,20,...,200.
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", allow_negative_numbers = true)]
     sizes: Option<String>,
     /// Noise widths sigma (noise). Default 0.05,0.1,0.2,0.3,0.5,0.8,1.1,1.4.
     #[arg(long, value_name = "LIST", allow_negative_numbers = true)]
     sigmas: Option<String>,
     /// Stored patterns M of the noise experiment.
-    #[arg(long, value_name = "M")]
+    #[arg(long, value_name = "M", allow_negative_numbers = true)]
     m: Option<usize>,
     /// Largest n of the scaling sweep (powers of two from --min-n); default 16384.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     max_n: Option<usize>,
     /// Smallest n of the scaling sweep; default 256.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     min_n: Option<usize>,
     /// Pattern dimension of the scaling sweep; default 16.
-    #[arg(long, value_name = "D")]
+    #[arg(long, value_name = "D", allow_negative_numbers = true)]
     dim: Option<usize>,
     /// Scaling: stop a method once its next run is predicted to exceed this many seconds; default 120.
     #[arg(long, value_name = "S", allow_negative_numbers = true)]

@@ -1,6 +1,7 @@
 //! Command-line parsing (clap) and dispatch to one module per subcommand.
 //! The flag names are an interface users' scripts rely on: keep them.
 
+mod analyze;
 mod bench;
 mod experiment;
 mod info;
@@ -31,6 +32,10 @@ enum Command {
     Info,
     /// Time retrieval kernels and check them against the CPU reference.
     Bench(bench::Args),
+    /// The seed papers' quantities for a memory set: separation, radius,
+    /// well-separation thresholds, capacity bounds, and per query the one-step
+    /// error bounds beside the measured error.
+    Analyze(analyze::Args),
     /// Rerun the seed papers' retrieval experiments (capacity, noise, scaling):
     /// CSV, JSON, PNG and SVG plots, and a README with the command.
     Experiment(experiment::Args),
@@ -234,6 +239,7 @@ pub fn main() -> ExitCode {
         Command::Info => info::run(&cli.device),
         Command::Bench(args) => bench::run(args, &cli.device),
         Command::Experiment(args) => experiment::run(args, &cli.device),
+        Command::Analyze(args) => analyze::run(args, &cli.device),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
