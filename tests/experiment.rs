@@ -23,6 +23,7 @@ fn config(kind: Kind, methods: &str, xs: Vec<f64>, trials: usize) -> Config {
         noise_m: 100,
         delta: 0.05,
         authors_threshold: 0.1,
+        authors_sign_scores: false,
         scaling_dim: 16,
         time_budget_s: 60.0,
     }
@@ -89,6 +90,17 @@ fn same_seed_same_numbers_bit_for_bit() {
     let a = experiment::run_retrieval(ctx, &cfg, &data, &hidden()).unwrap();
     let b = experiment::run_retrieval(ctx, &cfg, &data, &hidden()).unwrap();
     assert_eq!(serde_json::to_string(&a).unwrap(), serde_json::to_string(&b).unwrap());
+    let signed = Config { authors_sign_scores: true, ..cfg.clone() };
+    let c = experiment::run_retrieval(ctx, &signed, &data, &hidden()).unwrap();
+    assert_eq!(
+        serde_json::to_string(&c).unwrap(),
+        serde_json::to_string(&experiment::run_retrieval(ctx, &signed, &data, &hidden()).unwrap()).unwrap()
+    );
+    assert_ne!(
+        serde_json::to_string(&a).unwrap(),
+        serde_json::to_string(&c).unwrap(),
+        "sign scores change the numbers"
+    );
     // Their sparsemax runs softmax: the same numbers as dense.
     for x in [0.1, 0.5] {
         let pick = |m: &str| a.iter().find(|r| r.method == m && r.x == x).unwrap().mean;
@@ -140,6 +152,7 @@ fn synthetic_results(kind: Kind) -> Results {
         seed: 0,
         trials: 3,
         noise_broadcast: false,
+        authors_sign_scores: false,
         rows,
         fits: Vec::new(),
         notes: vec!["a note".into()],
@@ -252,6 +265,7 @@ fn bad_experiment_flags_are_refused_naming_the_flag() {
     run(&["noise", "--m", "-5"], &["--m"]);
     run(&["scaling", "--max-n", "-5"], &["--max-n"]);
     run(&["scaling", "--variant", "authors"], &["--variant"]);
+    run(&["capacity", "--authors-sign-scores"], &["--authors-sign-scores"]);
     run(&["scaling", "--max-n", "100", "--min-n", "256"], &["--max-n"]);
     run(&["scaling", "--data", "digits"], &["--data"]);
     run(&["scaling", "--time-budget", "-3"], &["--time-budget"]);

@@ -84,6 +84,10 @@ pub struct Args {
     /// image width, broadcast over rows, channels and images, then |x + n| clamped to [0, 1] (noise).
     #[arg(long)]
     noise_broadcast: bool,
+    /// With --variant authors: also replace every score by its sign, as their
+    /// `F.normalize(scores)` over a head axis of size 1 does.
+    #[arg(long)]
+    authors_sign_scores: bool,
     /// Memory counts M (capacity), comma-separated. Default 10,20,...,200.
     #[arg(long, value_name = "LIST", allow_negative_numbers = true)]
     sizes: Option<String>,
@@ -230,6 +234,7 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
         noise_m: args.m.unwrap_or(100),
         delta: args.delta,
         authors_threshold,
+        authors_sign_scores: args.authors_sign_scores,
         scaling_dim: d,
         time_budget_s: args.time_budget.unwrap_or(120.0),
     };

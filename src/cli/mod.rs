@@ -210,6 +210,7 @@ pub fn flag(name: &str) -> String {
         "time_budget_s" => "--time-budget".into(),
         "authors_threshold" => "--authors-threshold".into(),
         "noise_broadcast" => "--noise-broadcast".into(),
+        "authors_sign_scores" => "--authors-sign-scores".into(),
         other => other.into(),
     }
 }

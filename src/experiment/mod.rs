@@ -261,6 +261,10 @@ pub struct Config {
     pub delta: f64,
     /// The authors' success threshold (0.1 digits, 0.2 patches).
     pub authors_threshold: f64,
+    /// Authors' variant: also turn every score into its sign, as their
+    /// `F.normalize(scores)` does (dense, sparsemax, top-K and random then
+    /// all run on the host).
+    pub authors_sign_scores: bool,
     /// Scaling: d.
     pub scaling_dim: usize,
     /// Scaling: skip a method's larger n once a run is predicted to take
@@ -286,6 +290,9 @@ impl Config {
         }
         if !(self.authors_threshold.is_finite() && self.authors_threshold > 0.0) {
             return Err(Error::invalid("authors_threshold", self.authors_threshold, "must be finite and > 0"));
+        }
+        if self.authors_sign_scores && self.variant != Variant::Authors {
+            return Err(Error::invalid("authors_sign_scores", "true", "only applies to the authors' variant"));
         }
         if self.xs.is_empty() {
             return Err(Error::invalid("xs", "", "no x values"));
@@ -333,7 +340,7 @@ impl Config {
                 if self.scaling_dim == 0 {
                     return Err(Error::invalid("scaling_dim", 0, "d >= 1"));
                 }
-                if self.variant == Variant::Authors {
+                if self.variant == Variant::Authors || self.authors_sign_scores {
                     return Err(Error::invalid(
                         "variant",
                         "authors",
@@ -437,6 +444,8 @@ pub struct Results {
     pub trials: usize,
     /// The authors' noise.
     pub noise_broadcast: bool,
+    /// The authors' sign scores.
+    pub authors_sign_scores: bool,
     /// The rows.
     pub rows: Vec<Row>,
     /// Scaling fits.
@@ -618,18 +627,21 @@ fn retrieve_one(
         let opts = RetrieveOptions { method, beta: cfg.beta, max_steps: cfg.steps, eps: 0.0, energy: false, support };
         ctx.retrieve(bank, queries, &opts)
     };
+    let host = |mask: authors::Mask, own: bool| {
+        let mut s = Stream::new(seed, &[]);
+        let (z, kept) = authors::retrieve(queries, memories, d, beta, cfg.steps, mask, cfg.authors_sign_scores, &mut s);
+        (z, own.then_some(kept))
+    };
     match (cfg.variant, spec) {
+        // Their int(prob * S): floor, not ceil.
         (Variant::Authors, MethodSpec::TopK { f }) => {
-            // Their int(prob * S): floor, not ceil.
-            let k = (f * m as f64).floor() as usize;
-            Ok((authors::zero_logit_topk(queries, memories, d, beta, k, cfg.steps), None))
+            Ok(host(authors::Mask::ZeroLogitTopK { k: (f * m as f64).floor() as usize }, false))
         }
-        (Variant::Authors, MethodSpec::Random { f }) => {
-            let mut s = Stream::new(seed, &[]);
-            let (z, kept) = authors::dropout_logits(queries, memories, d, beta, f, cfg.steps, &mut s);
-            Ok((z, Some(kept)))
-        }
+        (Variant::Authors, MethodSpec::Random { f }) => Ok(host(authors::Mask::Dropout { p: f }, true)),
         // Their "sparsemax" mode builds a Sparsemax but calls torch.softmax.
+        (Variant::Authors, MethodSpec::Dense | MethodSpec::Sparsemax) if cfg.authors_sign_scores => {
+            Ok(host(authors::Mask::None, false))
+        }
         (Variant::Authors, MethodSpec::Sparsemax) => Ok((engine(Method::Dense, false)?.z, None)),
         (_, MethodSpec::Random { .. }) => {
             let r = engine(spec.method(m, seed, cfg.delta), true)?;
@@ -871,6 +883,13 @@ pub fn run(
              criterion; the other methods are ours"
                 .into(),
         );
+        if cfg.authors_sign_scores {
+            notes.push(
+                "with their F.normalize(scores): every score replaced by its sign before the scale (dense, sparsemax, \
+                 top-K and random on the host)"
+                    .into(),
+            );
+        }
     }
     Ok(Results {
         experiment: cfg.kind,
@@ -884,6 +903,7 @@ pub fn run(
         seed: cfg.seed,
         trials: cfg.trials,
         noise_broadcast: cfg.noise_broadcast,
+        authors_sign_scores: cfg.authors_sign_scores,
         rows,
         fits,
         notes,

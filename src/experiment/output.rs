@@ -116,7 +116,12 @@ pub fn readme(r: &Results, wall_s: f64) -> String {
         r.steps,
         r.seed,
         r.trials,
-        if r.noise_broadcast { "; the authors' row-broadcast noise" } else { "" }
+        match (r.noise_broadcast, r.authors_sign_scores) {
+            (false, false) => "",
+            (true, false) => "; the authors' row-broadcast noise",
+            (false, true) => "; the authors' sign scores (F.normalize)",
+            (true, true) => "; the authors' row-broadcast noise and sign scores (F.normalize)",
+        }
     );
     let _ = writeln!(s, "Primary measure (`mean`, `std` over trials; std is the sample deviation): {}.\n", r.metric);
     let _ = writeln!(s, "Files:");

@@ -102,6 +102,9 @@ fn title(r: &Results) -> String {
     if r.noise_broadcast {
         t += ", authors' noise";
     }
+    if r.authors_sign_scores {
+        t += ", sign scores";
+    }
     t
 }
 
