@@ -383,6 +383,9 @@ fn ln_capacity(x: f64, b: f64, p: f64, d: usize) -> (f64, f64) {
 }
 
 fn capacity_from_ln(ln_m: f64, a: f64, b: f64, note: Option<String>) -> Capacity {
+    if ln_m.is_nan() {
+        return undefined(Some(b), "the formula is undefined here (m = 0 or an infinite radius)".into());
+    }
     let value = ln_m.exp();
     let mut note = note;
     if !value.is_finite() {
@@ -427,6 +430,10 @@ fn capacities(g: &Geometry, b_all: f64, r: f64, prm: &Params) -> (Capacity, Capa
     let d = g.dim;
     if d <= 1 {
         let why = || "d - 1 = 0: the exponent (d - 1) / 4 and a, b divide by zero".to_string();
+        return (undefined(None, why()), undefined(None, why()), undefined(None, why()));
+    }
+    if g.memories == 1 || !r.is_finite() {
+        let why = || "one memory: R (and the formula's ln[... / R]) is undefined".to_string();
         return (undefined(None, why()), undefined(None, why()), undefined(None, why()));
     }
     let dm1 = (d - 1) as f64;
@@ -1108,6 +1115,11 @@ mod tests {
         let alt = &rep.capacity_dense_alternative;
         assert!(alt.value.unwrap() < 1.0 && alt.fixed_point.is_none(), "{alt:?}");
         assert!(alt.note.as_deref().unwrap().contains("no fixed point"), "{alt:?}");
+        // One memory: undefined with a reason, and no NaN anywhere.
+        let g1 = geometry_of(&[1.0, 2.0, 3.0], 1, 3);
+        let rep = report(&g1, &[1.0, 2.0, 3.0], None, &prm).unwrap();
+        assert!(rep.capacity_topk.is_none() && rep.r.is_none() && rep.well_separated_fraction == Some(1.0));
+        assert!(serde_json::to_string(&rep).unwrap().contains("one memory"));
         // d = 1: undefined with a reason.
         let g1 = geometry_of(&[1.0, 2.0], 2, 1);
         let rep = report(&g1, &[1.0, 2.0], None, &prm).unwrap();
