@@ -47,12 +47,18 @@ def sweep(x, block):
         d2[rows - r0, rows] = np.inf
         dots[rows - r0, rows] = -np.inf
         best_dot[r0:r1] = dots.max(axis=1)
-        # Candidates for the nearest and for duplicates: within rounding of the
-        # row's minimum; their distances are recomputed exactly.
+        # The nearest from the product form, then exact distances where the
+        # product form cannot decide (several rows within its rounding of the
+        # minimum: near-ties, duplicates): vectorised, a Python loop only there.
         lo = d2.min(axis=1)
-        tol = 1e-9 * (norms[r0:r1] + norms.max()) + 1e-300
-        for i in range(r1 - r0):
-            cand = np.flatnonzero(d2[i] <= lo[i] + 64 * tol[i])
+        tol = 64 * (1e-9 * (norms[r0:r1] + norms.max()) + 1e-300)
+        close = d2 <= (lo + tol)[:, None]
+        count = close.sum(axis=1)
+        arg = d2.argmin(axis=1)
+        nearest[r0:r1] = arg
+        near_d2[r0:r1] = ((x[arg] - x[r0:r1]) ** 2).sum(axis=1)
+        for i in np.flatnonzero((count > 1) | (near_d2[r0:r1] == 0.0)):
+            cand = np.flatnonzero(close[i])
             exact = ((x[cand] - x[r0 + i]) ** 2).sum(axis=1)
             j = int(np.argmin(exact))
             nearest[r0 + i] = cand[j]

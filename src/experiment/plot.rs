@@ -133,10 +133,15 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Results) -> std::
             .margin(12)
             .x_label_area_size(50)
             .y_label_area_size(80)
-            .build_cartesian_2d((x_lo / 1.2..x_hi * 1.2).log_scale(), (y_lo..y_hi).log_scale())
+            // n runs over powers of two: label those, not every tenth.
+            .build_cartesian_2d((x_lo / 1.2..x_hi * 1.2).log_scale().base(2.0), (y_lo..y_hi).log_scale())
             .map_err(e)?;
         chart
             .configure_mesh()
+            .x_labels(10)
+            .y_labels(8)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .y_label_formatter(&|v| if *v >= 1.0 { format!("{v:.0}") } else { format!("{v:.3}") })
             .x_desc(x_label(r.experiment))
             .y_desc(&r.metric)
             .label_style(("sans-serif", 14))
@@ -162,6 +167,8 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, r: &Results) -> std::
             .map_err(e)?;
         chart
             .configure_mesh()
+            .x_label_formatter(&|v| if r.experiment == Kind::Capacity { format!("{v:.0}") } else { format!("{v:.2}") })
+            .y_label_formatter(&|v| format!("{v:.1}"))
             .x_desc(x_label(r.experiment))
             .y_desc(&r.metric)
             .label_style(("sans-serif", 14))
