@@ -30,6 +30,7 @@ mod bank;
 mod context;
 pub mod cpu;
 mod error;
+pub mod experiment;
 mod feature;
 mod host;
 mod kernels;
@@ -41,6 +42,7 @@ mod retrieve;
 mod shaders;
 mod sharded;
 mod stats;
+pub mod theory;
 pub mod tolerance;
 
 pub use bank::{BankStats, MemoryBank};
@@ -52,6 +54,6 @@ pub use method::{default_feature_count, default_window, random_rank_key, window_
 pub use partial::{Partial, PartialData};
 pub use planner::{f32_rounding_bound, plan, poly_choice, Candidate, Plan, PolyReport};
 pub use retrieve::encode::MAX_ENCODED_STEPS;
-pub use retrieve::{Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, MAX_STEPS};
+pub use retrieve::{Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, Sweep, MAX_STEPS};
 pub use sharded::ShardedBank;
 pub use stats::{Magnitudes, ProblemStats};
