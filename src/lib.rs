@@ -30,6 +30,7 @@ mod bank;
 mod context;
 pub mod cpu;
 mod error;
+pub mod experiment;
 mod feature;
 mod host;
 mod kernels;
@@ -43,6 +44,7 @@ mod retrieve;
 mod shaders;
 mod sharded;
 mod stats;
+pub mod theory;
 pub mod tolerance;
 
 pub use bank::{BankStats, MemoryBank};
@@ -56,7 +58,7 @@ pub use planner::{f32_rounding_bound, plan, poly_choice, Candidate, Plan, PolyRe
 pub use retrieve::encode::MAX_ENCODED_STEPS;
 pub use retrieve::{
     Batch, BatchGroup, BatchMemories, BatchOptions, BatchProblem, BatchRetrieval, BatchSpace, BatchStop, GroupResult,
-    ProblemResult, Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, MAX_STEPS,
+    ProblemResult, Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, Sweep, MAX_STEPS,
 };
 pub use sharded::ShardedBank;
 pub use stats::{Magnitudes, ProblemStats};

@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 /// reference; 3 the device context and the shaders; 4 the memory bank;
 /// 5 the kernels; 6 the drivers: retrieval (single and batched), the dense
 /// algebra on host data, the GPU Hopfield layers and networks, shard
-/// partials and the sharded bank. The command line (`src/cli`, a separate
-/// binary crate) and the Python package sit above and see only the public API.
+/// partials and the sharded bank; 7 the experiments, which drive retrieval
+/// like a user (through the public types only). The command line
+/// (`src/cli`, a separate binary crate) and the Python package sit above
+/// and see only the public API.
 /// The longest listed prefix of a path decides, so a module can place its
 /// submodules on other layers (`layer` device-free, `layer::gpu` with the
 /// driver, so that a layer's forward pass can record through it).
@@ -40,6 +42,7 @@ const LAYERS: &[(&str, u8, bool)] = &[
     ("linalg", 6, true),
     ("partial", 6, true),
     ("sharded", 6, true),
+    ("experiment", 7, true),
 ];
 
 /// Only tests and the command line check against the reference.

@@ -1,8 +1,10 @@
 //! Command-line parsing (clap) and dispatch to one module per subcommand.
 //! The flag names are an interface users' scripts rely on: keep them.
 
+mod analyze;
 mod bench;
 mod bench_layer;
+mod experiment;
 mod forward;
 mod info;
 mod layer;
@@ -40,6 +42,13 @@ enum Command {
     /// Run a Hopfield network (feed-forward, LayerNorm, residual, Hopfield
     /// and kernelized Hopfield blocks) on a .npy input.
     Forward(forward::Args),
+    /// The seed papers' quantities for a memory set: separation, radius,
+    /// well-separation thresholds, capacity bounds, and per query the one-step
+    /// error bounds beside the measured error.
+    Analyze(analyze::Args),
+    /// Rerun the seed papers' retrieval experiments (capacity, noise, scaling):
+    /// CSV, JSON, PNG and SVG plots, and a README with the command.
+    Experiment(experiment::Args),
 }
 
 /// Retrieval methods as spelled on the command line: one per [`Method`]
@@ -280,6 +289,17 @@ pub fn flag(name: &str) -> String {
         "support" => "--support-out".into(),
         "energy" => "--energy-out".into(),
         "beta" | "eps" | "k" | "seed" | "delta" | "degree" | "features" | "tolerance" | "method" => format!("--{name}"),
+        // analyze and experiment
+        "p" | "radius" | "trials" | "steps" | "methods" | "sizes" | "sigmas" | "data" | "variant" => {
+            format!("--{name}")
+        }
+        "noise_m" => "--m".into(),
+        "n" => "--max-n".into(),
+        "scaling_dim" => "--dim".into(),
+        "time_budget_s" => "--time-budget".into(),
+        "authors_threshold" => "--authors-threshold".into(),
+        "noise_broadcast" => "--noise-broadcast".into(),
+        "authors_sign_scores" => "--authors-sign-scores".into(),
         other => other.into(),
     }
 }
@@ -310,6 +330,8 @@ pub fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args, &cli.device),
         Command::Layer(args) => layer::run(args, &cli.device),
         Command::Forward(args) => forward::run(args, &cli.device),
+        Command::Experiment(args) => experiment::run(args, &cli.device),
+        Command::Analyze(args) => analyze::run(args, &cli.device),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

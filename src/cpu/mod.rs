@@ -19,6 +19,7 @@ pub mod feature;
 pub mod layer;
 pub mod linalg;
 pub mod network;
+pub mod separation;
 pub mod topk;
 pub mod update;
 pub mod window;

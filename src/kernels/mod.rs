@@ -27,6 +27,7 @@ pub(crate) mod entmax;
 pub(crate) mod feature;
 pub(crate) mod linalg;
 pub(crate) mod partial;
+pub(crate) mod separation;
 pub(crate) mod topk;
 pub(crate) mod update;
 pub(crate) mod window;

@@ -18,6 +18,7 @@ use crate::stats::validate_matrix;
 pub(crate) mod batch;
 pub(crate) mod encode;
 pub(crate) mod job;
+mod separation;
 
 pub use batch::{
     Batch, BatchGroup, BatchMemories, BatchOptions, BatchProblem, BatchRetrieval, BatchSpace, BatchStop, GroupResult,
@@ -25,6 +26,7 @@ pub use batch::{
 };
 pub use encode::RetrieveBuffers;
 use job::Job;
+pub use separation::Sweep;
 
 /// The most updates one retrieval may run. Each costs about one retrieval
 /// (dense: `O(L M (d + dv))`; a converged query stops changing but the
