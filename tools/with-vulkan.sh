@@ -5,9 +5,16 @@
 # is left alone. Usage: bash tools/with-vulkan.sh cargo test
 set -euo pipefail
 
+# A loader and at least one ICD manifest in any of the loader's standard
+# folders. (One `ls` over all three globs fails when any folder is absent,
+# which sent machines with a driver into apt-get on every call.)
 have_vulkan() {
-    ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' &&
-        ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json /usr/local/share/vulkan/icd.d/*.json >/dev/null 2>&1
+    ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || return 1
+    local f
+    for f in /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json /usr/local/share/vulkan/icd.d/*.json; do
+        [ -e "$f" ] && return 0
+    done
+    return 1
 }
 
 if ! have_vulkan; then
