@@ -5,14 +5,14 @@
 # is left alone. Usage: bash tools/with-vulkan.sh cargo test
 set -euo pipefail
 
+# A loader and at least one ICD manifest in any of the loader's standard
+# folders. (One `ls` over all three globs fails when any folder is absent,
+# which sent machines with a driver into apt-get on every call.)
 have_vulkan() {
-    # Not `grep -q`: it exits at the first match, ldconfig may then die of
-    # SIGPIPE, and pipefail turns that into "no driver". And not one `ls` of
-    # the three ICD folders: it fails when any one of them is missing.
-    ldconfig -p 2>/dev/null | grep 'libvulkan\.so\.1' >/dev/null || return 1
-    local icd
-    for icd in /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json /usr/local/share/vulkan/icd.d/*.json; do
-        [ -e "$icd" ] && return 0
+    ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' || return 1
+    local f
+    for f in /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json /usr/local/share/vulkan/icd.d/*.json; do
+        [ -e "$f" ] && return 0
     done
     return 1
 }
