@@ -25,6 +25,7 @@
 //! [`npy`] and [`tolerance`] are public.
 
 mod bank;
+pub mod config;
 mod context;
 pub mod cpu;
 mod error;
@@ -37,8 +38,9 @@ mod retrieve;
 mod shaders;
 mod stats;
 pub mod tolerance;
+mod tune;
 
-pub use bank::{BankStats, MemoryBank};
+pub use bank::{BankStats, MemoryBank, Storage};
 pub use context::{list_adapters, Context, ContextOptions, DeviceReport};
 pub use error::{Error, GpuErrorKind, Resource, Result};
 pub use feature::plan::Efficiency;
@@ -47,3 +49,4 @@ pub use planner::{f32_rounding_bound, plan, poly_choice, Candidate, Plan, PolyRe
 pub use retrieve::encode::MAX_ENCODED_STEPS;
 pub use retrieve::{Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, MAX_STEPS};
 pub use stats::{Magnitudes, ProblemStats};
+pub use tune::{Trial, TuneOptions, TuneReport, TuneShapes, Verdict};

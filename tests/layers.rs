@@ -27,12 +27,16 @@ const LAYERS: &[(&str, u8, bool)] = &[
     ("cpu", 2, false),
     ("theory", 2, false),
     ("layer", 2, false),
+    ("config", 2, false),
     ("context", 3, true),
     ("shaders", 3, true),
     ("bank", 4, true),
     ("kernels", 5, true),
     ("layer::gpu", 5, true),
     ("retrieve", 6, true),
+    // The tuner checks candidates against the reference before it times
+    // them: like bench, a harness above the device side, not part of it.
+    ("tune", 7, false),
 ];
 
 /// Only tests and the command line check against the reference.

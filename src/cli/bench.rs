@@ -8,8 +8,11 @@
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use hopfield_gpu::config::{cache, KernelConfig};
 use hopfield_gpu::cpu::{self, Matrix};
-use hopfield_gpu::{Context, MemoryBank, Method, RetrieveOptions};
+use hopfield_gpu::{Context, MemoryBank, Method, RetrieveOptions, Storage};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -58,6 +61,18 @@ pub struct Args {
     /// Data are uniform in [-scale, scale] (so B = scale), default 1; for --scaling 0.5.
     #[arg(long, value_name = "B")]
     scale: Option<f32>,
+    /// Kernel configurations to run every row with, comma-separated, side
+    /// by side in this one run: `current` (the context's: the tuner's cached
+    /// choice, else the defaults table), `default` (the defaults table),
+    /// `tuned` (the cached choice; an error if this device was never
+    /// tuned), `legacy` (the kernels before they were shaped for GPUs), or
+    /// a JSON file (a configuration, or a tuner cache entry). Example:
+    /// `--config current,legacy`.
+    #[arg(long, value_name = "LIST", default_value = "current")]
+    config: String,
+    /// Store the memories as f16 (dense only; needs shader-f16).
+    #[arg(long)]
+    f16: bool,
 }
 
 /// One configuration to time.
@@ -81,6 +96,14 @@ struct Config {
 /// One measured configuration, as printed and as `--json` emits it.
 #[derive(Clone, Debug, Serialize)]
 struct Record {
+    /// The kernel configuration's name and what it runs (`hopfield-gpu info`).
+    config: String,
+    kernels: String,
+    /// "f32" or "f16" storage of the memories.
+    storage: &'static str,
+    /// This median over the median of the row's first configuration (the
+    /// same shape, the same run); absent for the first.
+    relative_to_first: Option<f64>,
     method: &'static str,
     d: usize,
     m: usize,
@@ -204,6 +227,7 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     }
 
     let ctx = super::context(device)?;
+    let kernels = kernel_configs(&ctx, &args.config)?;
     let report = ctx.report();
     if !args.json {
         println!(
@@ -214,15 +238,22 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
             if report.timestamps { "GPU timestamps" } else { "wall clock" }
         );
     }
-    let runs: u64 = configs.iter().map(|c| c.repeats as u64 + 2).sum();
+    let runs: u64 = configs.iter().map(|c| c.repeats as u64 + 2).sum::<u64>() * kernels.len() as u64;
     let bar = ProgressBar::new(runs).with_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .expect("valid template"),
     );
     let mut records = Vec::new();
+    let storage = if args.f16 { Storage::F16 } else { Storage::F32 };
     for c in &configs {
-        bar.set_message(format!("{} d={} M={} L={}", c.method.name(), c.d, c.m, c.l));
-        records.push(measure(&ctx, c, &bar)?);
+        let mut first: Option<f64> = None;
+        for k in &kernels {
+            bar.set_message(format!("{} d={} M={} L={} [{}]", c.method.name(), c.d, c.m, c.l, k.name));
+            let mut r = measure(&ctx, c, k, storage, &bar)?;
+            r.relative_to_first = first.map(|f| r.median_ms / f);
+            first.get_or_insert(r.median_ms);
+            records.push(r);
+        }
     }
     bar.finish_and_clear();
     if args.json {
@@ -249,12 +280,59 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliError> {
+/// The configurations `--config` names, in order.
+fn kernel_configs(ctx: &Context, list: &str) -> Result<Vec<Arc<KernelConfig>>, CliError> {
+    let usage = |why: String| CliError::Usage { flag: "--config", why };
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let cfg = match name {
+            "current" => {
+                let mut c = (*ctx.config()).clone();
+                if c.name == "default" || c.name == "tuned" {
+                    c.name = format!("current ({})", c.name);
+                }
+                c
+            }
+            "default" => KernelConfig::defaults(ctx.caps()),
+            "legacy" => KernelConfig::legacy(),
+            "tuned" => {
+                let dir = ctx.cache_dir().ok_or_else(|| usage("this platform has no cache directory".into()))?;
+                cache::load(dir, &ctx.cache_key())
+                    .ok_or_else(|| usage(format!("no tuned configuration for this device in {}: run `hopfield-gpu tune` first", dir.display())))?
+                    .config
+            }
+            path => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| usage(format!("{path:?} is none of current, default, tuned, legacy, and not a readable file: {e}")))?;
+                match serde_json::from_str::<KernelConfig>(&text) {
+                    Ok(c) => c,
+                    Err(_) => serde_json::from_str::<cache::CacheEntry>(&text)
+                        .map_err(|e| usage(format!("{path}: neither a kernel configuration nor a tuner cache entry: {e}")))?
+                        .config,
+                }
+            }
+        };
+        cfg.check(ctx.caps()).map_err(|why| usage(format!("{name}: cannot run on this device: {why}")))?;
+        out.push(Arc::new(cfg));
+    }
+    if out.is_empty() {
+        return Err(usage("names no configuration".into()));
+    }
+    Ok(out)
+}
+
+fn measure(
+    ctx: &Context,
+    c: &Config,
+    kernels: &Arc<KernelConfig>,
+    storage: Storage,
+    bar: &ProgressBar,
+) -> Result<Record, CliError> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed ^ (c.d * 31 + c.m * 7 + c.l) as u64);
     let memories = random(&mut rng, c.m * c.d, c.scale);
     let queries = random(&mut rng, c.l * c.d, c.scale);
     let beta = c.beta.unwrap_or(1.0 / (c.d as f32).sqrt());
-    let bank = MemoryBank::new(ctx, &memories, c.m, c.d)?;
+    let bank = MemoryBank::with_storage(ctx, &memories, c.m, c.d, None, storage)?;
     // auto and poly are resolved here (and explained on stderr) so that the
     // reference below knows the polynomial.
     let method = super::explain(ctx, c.method, || {
@@ -266,15 +344,18 @@ fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliEr
     // bank each run counts that build, as Theorem 3.1's total cost does.
     let wall_only = c.wall || is_feature(c.method);
 
+    let run = |bank: &MemoryBank| {
+        ctx.retrieve_with(kernels.clone(), bank, &queries, &opts, &mut |_| std::ops::ControlFlow::Continue(()))
+    };
     // Warm-up: compiles the pipelines and fills the buffer pool.
-    let first = ctx.retrieve(&bank, &queries, &opts)?;
+    let first = run(&bank)?;
     bar.inc(1);
     let mut gpu = Vec::new();
     let mut wall = Vec::new();
     for _ in 0..c.repeats {
-        let fresh = if wall_only { Some(MemoryBank::new(ctx, &memories, c.m, c.d)?) } else { None };
+        let fresh = if wall_only { Some(MemoryBank::with_storage(ctx, &memories, c.m, c.d, None, storage)?) } else { None };
         let t = Instant::now();
-        let r = ctx.retrieve(fresh.as_ref().unwrap_or(&bank), &queries, &opts)?;
+        let r = run(fresh.as_ref().unwrap_or(&bank))?;
         wall.push(t.elapsed());
         if let Some(g) = r.gpu_time {
             gpu.push(g);
@@ -311,6 +392,13 @@ fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliEr
     let flops = 4.0 * c.d as f64 * c.m as f64 * c.l as f64 * f64::from(c.steps);
     let bytes = 4.0 * (2.0 * c.m as f64 * c.d as f64 + 2.0 * c.l as f64 * c.d as f64);
     Ok(Record {
+        config: kernels.name.clone(),
+        kernels: kernels.to_string(),
+        storage: match storage {
+            Storage::F32 => "f32",
+            Storage::F16 => "f16",
+        },
+        relative_to_first: None,
         method: c.method.name(),
         d: c.d,
         m: c.m,
@@ -341,12 +429,13 @@ fn reference(c: &Config, xs: &Matrix, rows: &[usize], xim: &Matrix, beta: f64) -
 
 fn print_table(records: &[Record]) {
     println!(
-        "{:<12} {:>5} {:>8} {:>6} {:>5} {:>11} {:>11} {:>9} {:>8} {:>10} {:>9}  note",
-        "method", "d", "M", "L", "steps", "median ms", "wall ms", "GFLOP/s", "GB/s", "max|err|", "vs CPU"
+        "{:<16} {:<12} {:>5} {:>8} {:>6} {:>5} {:>11} {:>11} {:>7} {:>9} {:>8} {:>10} {:>9}  note",
+        "config", "method", "d", "M", "L", "steps", "median ms", "wall ms", "vs 1st", "GFLOP/s", "GB/s", "max|err|", "vs CPU"
     );
     for r in records {
         println!(
-            "{:<12} {:>5} {:>8} {:>6} {:>5} {:>11.3} {:>11.3} {:>9.2} {:>8.2} {:>10.2e} {:>8.1}x  {}{}",
+            "{:<16} {:<12} {:>5} {:>8} {:>6} {:>5} {:>11.3} {:>11.3} {:>7} {:>9.2} {:>8.2} {:>10.2e} {:>8.1}x  {}{}",
+            r.config,
             r.method,
             r.d,
             r.m,
@@ -354,6 +443,7 @@ fn print_table(records: &[Record]) {
             r.steps,
             r.median_ms,
             r.wall_median_ms,
+            r.relative_to_first.map_or("-".to_string(), |x| format!("{x:.3}")),
             r.gflops,
             r.gbps,
             r.max_abs_err,
@@ -366,7 +456,8 @@ fn print_table(records: &[Record]) {
         "GFLOP/s counts 4 d M L flops per step (for the non-dense methods a dense-equivalent rate: \
          compare times); GB/s counts memories, queries and outputs moved once; \
          max|err| is against the f64 CPU reference on a subsample; \"vs CPU\" is the reference's time \
-         (extrapolated from that subsample) over the median."
+         (extrapolated from that subsample) over the median; \"vs 1st\" is the median over that of the \
+         row's first configuration (--config)."
     );
 }
 
@@ -458,7 +549,7 @@ fn scaling(args: &Args, device: &Option<String>) -> Result<(), CliError> {
                 scale,
                 wall: true,
             };
-            let r = measure(&ctx, &c, &bar)?;
+            let r = measure(&ctx, &c, &ctx.config(), Storage::F32, &bar)?;
             times[i] = r.median_ms;
             records.push(r);
         }

@@ -4,6 +4,7 @@
 mod bench;
 mod info;
 mod retrieve;
+mod tune;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,8 @@ enum Command {
     Info,
     /// Time retrieval kernels and check them against the CPU reference.
     Bench(bench::Args),
+    /// Find the fastest kernel configuration for this device and cache it.
+    Tune(tune::Args),
 }
 
 /// Retrieval methods as spelled on the command line: one per [`Method`]
@@ -219,6 +222,7 @@ pub fn main() -> ExitCode {
         Command::Retrieve(args) => retrieve::run(args, &cli.device),
         Command::Info => info::run(&cli.device),
         Command::Bench(args) => bench::run(args, &cli.device),
+        Command::Tune(args) => tune::run(args, &cli.device),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
