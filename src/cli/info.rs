@@ -3,7 +3,36 @@
 
 use super::CliError;
 
-pub fn run(device: &Option<String>) -> Result<(), CliError> {
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print one JSON object (the adapters, the chosen device, its limits and features).
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
+    if args.json {
+        let adapters: Vec<String> = hopfield_gpu::list_adapters(None)?
+            .iter()
+            .map(|a| format!("{} ({:?}, {:?}, driver {} {})", a.name, a.backend, a.device_type, a.driver, a.driver_info))
+            .collect();
+        let ctx = super::context(device)?;
+        let coop: Vec<String> = ctx
+            .cooperative_matrix_properties()
+            .iter()
+            .map(|p| format!("{}x{}x{} {:?} -> {:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type))
+            .collect();
+        let out = serde_json::json!({
+            "adapters": adapters,
+            "device": ctx.report(),
+            "caps": ctx.caps(),
+            "adapter_features": format!("{:?}", ctx.adapter_features()),
+            "cooperative_matrix": coop,
+            "config": &*ctx.config(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out).expect("serialisable"));
+        return Ok(());
+    }
     println!("adapters:");
     for a in hopfield_gpu::list_adapters(None)? {
         println!("  {} ({:?}, {:?}, driver {} {})", a.name, a.backend, a.device_type, a.driver, a.driver_info);

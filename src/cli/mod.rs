@@ -28,7 +28,7 @@ enum Command {
     /// Retrieve patterns for queries read from .npy files.
     Retrieve(retrieve::Args),
     /// List adapters, and show the chosen one's limits and features.
-    Info,
+    Info(info::Args),
     /// Time retrieval kernels and check them against the CPU reference.
     Bench(bench::Args),
     /// Find the fastest kernel configuration for this device and cache it.
@@ -220,7 +220,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Retrieve(args) => retrieve::run(args, &cli.device),
-        Command::Info => info::run(&cli.device),
+        Command::Info(args) => info::run(args, &cli.device),
         Command::Bench(args) => bench::run(args, &cli.device),
         Command::Tune(args) => tune::run(args, &cli.device),
     };
