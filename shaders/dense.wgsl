@@ -60,20 +60,22 @@ override DK: u32;                // dimensions staged per barrier, a multiple of
 override SUBGROUP: bool = false; // row reductions by subgroup shuffles
 override PREFETCH: bool = false; // load the next key chunk before computing on this one
 override D: u32 = 0u;            // the bank's d, fixed at pipeline creation (0: from Params)
+override KALIGN: bool = false;   // d is a multiple of 4 (vec4 loads of keys and queries only)
+override VALIGN: bool = false;   // dv is a multiple of 4 (vec4 loads of values only)
 override DV: u32 = 0u;           // the bank's dv, likewise
 override TQ: u32 = BQ / 4u;      // rows of lanes (4 queries each)
 override TM: u32 = WG / TQ;      // lanes per row
 override BM: u32 = TM * RM;      // memories per tile
 override DVB4: u32 = TM * RC;    // vec4 output columns per block
 override DK4: u32 = DK / 4u;
-// Odd row stride (in vec4s) of the staged rows: lanes reading rows
-// tm + TM r land on distinct banks.
-override KS4: u32 = DK4 + 1u - DK4 % 2u;
+// Row stride (in vec4s) of the staged rows: odd where PAD (GPUs: lanes
+// reading rows tm + TM r land on distinct banks), DK4 on CPU devices, which
+// have no banks and are short of workgroup memory.
+override PAD: bool = true;
+override KS4: u32 = select(DK4, DK4 + 1u - DK4 % 2u, PAD);
 // Size of `kv`, which holds the keys of a chunk, then the values of a block:
 // max(BM KS4, BM DVB4), computed by the host.
 override KV: u32;
-// Workgroup reduction slots: WG without subgroups, else 1 (unused).
-override RED: u32 = WG;
 
 const LOG2E: f32 = 1.4426950408889634;
 const LN2: f32 = 0.6931471805599453;
@@ -89,8 +91,10 @@ const LN2: f32 = 0.6931471805599453;
 var<workgroup> qs: array<vec4<f32>, BQ * KS4>;
 var<workgroup> kv: array<vec4<f32>, KV>;
 // ps[j * TQ + tq]: exp2(s - max) of memory j for the 4 queries of row tq.
+// Its first WG slots double as the workgroup-memory reductions' (without
+// subgroups), used only between a tile's scores and its exp2 (and after a
+// barrier at the end): BM TQ >= WG since BM = TM RM >= TM.
 var<workgroup> ps: array<vec4<f32>, BM * TQ>;
-var<workgroup> red: array<vec4<f32>, RED>;
 
 // #include shared/score_tile.wgsl
 
@@ -102,7 +106,7 @@ fn value_dims() -> u32 {
 fn value4(row: u32, dv: u32, c4: u32) -> vec4<f32> {
     let k = 4u * c4;
     var v = vec4<f32>(0.0);
-    if ((dv & 3u) == 0u) {
+    if (VALIGN) {
         if (k < dv) {
             v = vec4<f32>(values[(row * dv + k) >> 2u]);
         }
@@ -126,13 +130,13 @@ fn row_max(t: u32, v: vec4<f32>) -> vec4<f32> {
         }
         return m;
     }
-    red[t] = v;
+    ps[t] = v;
     workgroupBarrier();
     let base = t - t % TM;
     for (var i = 0u; i < TM; i++) {
-        m = max(m, red[base + i]);
+        m = max(m, ps[base + i]);
     }
-    workgroupBarrier(); // red is free again
+    workgroupBarrier(); // the slots are free again
     return m;
 }
 
@@ -145,12 +149,12 @@ fn row_sum(t: u32, v: vec4<f32>) -> vec4<f32> {
         }
         return m;
     }
-    red[t] = v;
+    ps[t] = v;
     workgroupBarrier();
     let base = t - t % TM;
     var m = vec4<f32>(0.0);
     for (var i = 0u; i < TM; i++) {
-        m += red[base + i];
+        m += ps[base + i];
     }
     workgroupBarrier();
     return m;
@@ -166,11 +170,11 @@ fn row_min_u(t: u32, v: vec4<u32>) -> vec4<u32> {
         }
         return m;
     }
-    red[t] = bitcast<vec4<f32>>(v);
+    ps[t] = bitcast<vec4<f32>>(v);
     workgroupBarrier();
     let base = t - t % TM;
     for (var i = 0u; i < TM; i++) {
-        m = min(m, bitcast<vec4<u32>>(red[base + i]));
+        m = min(m, bitcast<vec4<u32>>(ps[base + i]));
     }
     workgroupBarrier();
     return m;
@@ -314,7 +318,11 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
         }
     }
 
-    // The row's statistics: sum and argmax reduced across its lanes once.
+    // The row's statistics: sum and argmax reduced across its lanes once
+    // (in ps's slots without subgroups, once every thread is done with p V).
+    if (!(SUBGROUP && HAVE_SUBGROUPS)) {
+        workgroupBarrier();
+    }
     let total = row_sum(t, run_sum);
     let at = row_min_u(t, select(vec4<u32>(0xffffffffu), best_at, best == run_max));
     if (tm == 0u) {

@@ -51,10 +51,13 @@ override DK: u32;                // dimensions staged per barrier, a multiple of
 override SUBGROUP: bool = false;
 override SGS: u32 = 8u;          // lanes per subgroup reduction (<= the smallest subgroup)
 override D: u32 = 0u;            // the bank's d where fixed at pipeline creation
+override KALIGN: bool = false;   // d is a multiple of 4 (vec4 loads of keys and queries only)
+override VALIGN: bool = false;   // dv is a multiple of 4 (vec4 loads of values only)
 override DV: u32 = 0u;           // the bank's dv likewise
 override LQ4: u32 = LQ / 4u;
 override DK4: u32 = DK / 4u;
-override KS4: u32 = DK4 + 1u - DK4 % 2u; // odd row stride: distinct banks per lane
+override PAD: bool = true;          // odd row stride on GPUs (banks), none on CPU devices
+override KS4: u32 = select(DK4, DK4 + 1u - DK4 % 2u, PAD);
 
 const LOG2E: f32 = 1.4426950408889634;
 const LN2: f32 = 0.6931471805599453;
@@ -83,7 +86,7 @@ fn value_dims() -> u32 {
 // Dimensions k .. k + 3 of query row `row`; zero past d.
 fn query4(row: u32, d: u32, k: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
-    if ((d & 3u) == 0u) {
+    if (KALIGN) {
         if (k < d) {
             v = queries[(row * d + k) >> 2u];
         }
@@ -101,7 +104,7 @@ fn query4(row: u32, d: u32, k: u32) -> vec4<f32> {
 // Dimensions k .. k + 3 of memory `row` of the segment; zero past d.
 fn key4(row: u32, d: u32, k: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
-    if ((d & 3u) == 0u) {
+    if (KALIGN) {
         if (k < d) {
             v = vec4<f32>(keys[(row * d + k) >> 2u]);
         }
@@ -120,7 +123,7 @@ fn key4(row: u32, d: u32, k: u32) -> vec4<f32> {
 fn value4(row: u32, dv: u32, c4: u32) -> vec4<f32> {
     let k = 4u * c4;
     var v = vec4<f32>(0.0);
-    if ((dv & 3u) == 0u) {
+    if (VALIGN) {
         if (k < dv) {
             v = vec4<f32>(values[(row * dv + k) >> 2u]);
         }

@@ -62,11 +62,13 @@ override RM: u32;                // memories per thread and tile, <= 8
 override DK: u32;                // dimensions staged per barrier, a multiple of 4
 override PREFETCH: bool = false;
 override D: u32 = 0u;            // the bank's d where fixed at pipeline creation
+override KALIGN: bool = false;   // d is a multiple of 4 (vec4 loads of keys and queries only)
 override TQ: u32 = BQ / 4u;
 override TM: u32 = WG / TQ;
 override BM: u32 = TM * RM;
 override DK4: u32 = DK / 4u;
-override KS4: u32 = DK4 + 1u - DK4 % 2u;
+override PAD: bool = true;          // odd row stride on GPUs (banks), none on CPU devices
+override KS4: u32 = select(DK4, DK4 + 1u - DK4 % 2u, PAD);
 const EMPTY: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -171,11 +171,15 @@ const MAX_PREFETCH: u32 = 16;
 const MAX_MEMS: u32 = 8;
 const MAX_COL4S: u32 = 4;
 
-/// Row stride in vec4s of a staged tile of `dims` dimensions (odd, as the
-/// shaders' KS4).
-fn ks4(dims: u32) -> u32 {
+/// Row stride in vec4s of a staged tile of `dims` dimensions, as the
+/// shaders' KS4: odd where `pad` (GPUs, against bank conflicts), else none.
+pub fn ks4(dims: u32, pad: bool) -> u32 {
     let dk4 = dims / 4;
-    dk4 + 1 - dk4 % 2
+    if pad {
+        dk4 + 1 - dk4 % 2
+    } else {
+        dk4
+    }
 }
 
 impl DenseTile {
@@ -195,12 +199,11 @@ impl DenseTile {
     }
 
     /// Workgroup memory the kernel declares with `dims` dimensions per
-    /// chunk: qs + kv + ps + red.
-    pub fn workgroup_bytes(&self, dims: u32) -> u32 {
+    /// chunk (rows padded where `pad`): qs + kv + ps.
+    pub fn workgroup_bytes(&self, dims: u32, pad: bool) -> u32 {
         let bm = self.tile_mems();
-        let kv = (bm * ks4(dims)).max(bm * self.block_col4s());
-        let red = if self.subgroups { 1 } else { self.threads };
-        16 * (self.queries * ks4(dims) + kv + bm * self.queries / 4 + red)
+        let kv = (bm * ks4(dims, pad)).max(bm * self.block_col4s());
+        16 * (self.queries * ks4(dims, pad) + kv + bm * self.queries / 4)
     }
 
     /// Why this tile cannot run on `caps`, if it cannot.
@@ -220,14 +223,14 @@ impl DenseTile {
         if self.subgroups {
             check_subgroups(self.lanes(), caps)?;
         }
-        check_memory(self.workgroup_bytes(self.dims), caps)
+        check_memory(self.workgroup_bytes(self.dims, !caps.is_cpu()), caps)
     }
 }
 
 impl DecodeTile {
     /// Workgroup memory the kernel declares for `lq` queries: qs + kv + ws + red.
-    pub fn workgroup_bytes(&self, dims: u32, lq: u32) -> u32 {
-        16 * (lq * ks4(dims) + self.threads * ks4(dims) + 2 * self.threads * lq / 4)
+    pub fn workgroup_bytes(&self, dims: u32, lq: u32, pad: bool) -> u32 {
+        16 * (lq * ks4(dims, pad) + self.threads * ks4(dims, pad) + 2 * self.threads * lq / 4)
     }
 
     /// Why this tile cannot run on `caps`, if it cannot.
@@ -248,7 +251,7 @@ impl DecodeTile {
                 return Err(format!("subgroups of {} exceed {} threads", caps.subgroup_min, self.threads));
             }
         }
-        check_memory(self.workgroup_bytes(self.dims, self.max_queries), caps)
+        check_memory(self.workgroup_bytes(self.dims, self.max_queries, !caps.is_cpu()), caps)
     }
 }
 
@@ -265,8 +268,8 @@ impl TopkTile {
 
     /// Workgroup memory the kernel declares: qs + kv, the per-query
     /// counters, thresholds and list of full buffers, and the select state.
-    pub fn workgroup_bytes(&self, dims: u32) -> u32 {
-        16 * (self.queries + self.tile_mems()) * ks4(dims) + 16 * self.queries + 16 * 4 + 16 + 16
+    pub fn workgroup_bytes(&self, dims: u32, pad: bool) -> u32 {
+        16 * (self.queries + self.tile_mems()) * ks4(dims, pad) + 16 * self.queries + 16 * 4 + 16 + 16
     }
 
     /// Why this tile cannot run on `caps`, if it cannot.
@@ -284,7 +287,7 @@ impl TopkTile {
         if self.threads < 16 {
             return Err("top-K needs at least 16 threads (its histogram)".into());
         }
-        check_memory(self.workgroup_bytes(self.dims), caps)
+        check_memory(self.workgroup_bytes(self.dims, !caps.is_cpu()), caps)
     }
 }
 
@@ -650,7 +653,7 @@ mod tests {
         let DenseKernel::Tiled(t) = KernelConfig::defaults(&nvidia()).dense else { panic!("a tiled default") };
         assert_eq!((t.threads, t.queries, t.tile_mems(), t.mems, 4 * t.col4s), (128, 64, 64, 8, 8));
         assert!(t.subgroups && t.prefetch);
-        assert!(t.workgroup_bytes(t.dims) <= 48 << 10);
+        assert!(t.workgroup_bytes(t.dims, true) <= 48 << 10);
         // 32 KiB (DX12, lavapipe): the same recipe with 32 queries.
         let dx12 = DeviceCaps { workgroup_bytes: 32 << 10, ..nvidia() };
         let DenseKernel::Tiled(t) = KernelConfig::defaults(&dx12).dense else { panic!("a tiled default") };

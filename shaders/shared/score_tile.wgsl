@@ -1,7 +1,7 @@
 // Scores of a tile of BQ queries against BM memories, shared by dense.wgsl
 // and topk.wgsl (the same register-tiled loop as FlashAttention-2's
 // Q K^T). The including kernel declares the overrides WG, BQ, RM, DK, D,
-// PREFETCH and the derived TQ, TM, BM, DK4, KS4; the bindings `queries`
+// KALIGN, PREFETCH, PAD and the derived TQ, TM, BM, DK4, KS4; the bindings `queries`
 // (array<vec4<f32>>) and `keys` (array<vec4<elem>>, elem f32 or f16), and
 // the workgroup arrays `qs` (BQ * KS4 vec4) and `kv` (at least BM * KS4 vec4).
 //
@@ -11,8 +11,8 @@
 // Queries and keys are staged row-major in vec4s of 4 dimensions
 // (qs[q * KS4 + k4], kv[j * KS4 + k4]); per 4 dimensions a thread reads 4
 // query vec4s (the same for the TM lanes of a row: a broadcast) and RM key
-// vec4s (rows tm + TM r: an odd row stride KS4 keeps the lanes on distinct
-// banks), and does 16 RM multiply-adds: 128 per 12 loads at RM = 8, against
+// vec4s (rows tm + TM r: an odd row stride KS4, where PAD, keeps the lanes
+// on distinct banks), and does 16 RM multiply-adds: 128 per 12 loads at RM = 8, against
 // 16 per 5 in the legacy kernel. Global loads are vec4 (16 bytes) where d is
 // a multiple of 4, consecutive threads reading consecutive vec4s of a row.
 //
@@ -31,10 +31,12 @@ fn dims() -> u32 {
     return select(p.d, D, D > 0u);
 }
 
-// Dimensions k .. k + 3 of row `row` of the queries (d per row); zero past d.
+// Dimensions k .. k + 3 of row `row` of the queries (d per row); zero past
+// d. KALIGN (d a multiple of 4, set by the host) compiles the vec4 path
+// alone: the scalar one, dead there, would still cost registers.
 fn query4(row: u32, d: u32, k: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
-    if ((d & 3u) == 0u) {
+    if (KALIGN) {
         if (k < d) {
             v = queries[(row * d + k) >> 2u];
         }
@@ -52,7 +54,7 @@ fn query4(row: u32, d: u32, k: u32) -> vec4<f32> {
 // Dimensions k .. k + 3 of memory `row` of the bound segment; zero past d.
 fn key4(row: u32, d: u32, k: u32) -> vec4<f32> {
     var v = vec4<f32>(0.0);
-    if ((d & 3u) == 0u) {
+    if (KALIGN) {
         if (k < d) {
             v = vec4<f32>(keys[(row * d + k) >> 2u]);
         }

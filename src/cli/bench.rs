@@ -2,9 +2,12 @@
 //! CPU reference, and print a table (or `--json` records).
 //!
 //! Each configuration is warmed up once (lavapipe compiles pipelines on first
-//! dispatch), then timed `repeats` times; the median is reported. Times come
-//! from GPU timestamps around the kernels where the device has them, else
-//! from the wall clock around the whole call (upload and readback included).
+//! dispatch), then timed `repeats` times; the median is reported. With
+//! several kernel configurations (`--config a,b`) every row runs on each,
+//! the timed runs taken in turns (a b a b ...) so that the ratios come from
+//! the same moments of one run. Times come from GPU timestamps around the
+//! kernels where the device has them, else from the wall clock around the
+//! whole call (upload and readback included).
 
 use std::time::{Duration, Instant};
 
@@ -238,7 +241,7 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
             if report.timestamps { "GPU timestamps" } else { "wall clock" }
         );
     }
-    let runs: u64 = configs.iter().map(|c| c.repeats as u64 + 2).sum::<u64>() * kernels.len() as u64;
+    let runs: u64 = configs.iter().map(|c| (c.repeats as u64 + 1) * kernels.len() as u64 + 1).sum();
     let bar = ProgressBar::new(runs).with_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .expect("valid template"),
@@ -246,14 +249,7 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     let mut records = Vec::new();
     let storage = if args.f16 { Storage::F16 } else { Storage::F32 };
     for c in &configs {
-        let mut first: Option<f64> = None;
-        for k in &kernels {
-            bar.set_message(format!("{} d={} M={} L={} [{}]", c.method.name(), c.d, c.m, c.l, k.name));
-            let mut r = measure(&ctx, c, k, storage, &bar)?;
-            r.relative_to_first = first.map(|f| r.median_ms / f);
-            first.get_or_insert(r.median_ms);
-            records.push(r);
-        }
+        records.extend(measure(&ctx, c, &kernels, storage, &bar)?);
     }
     bar.finish_and_clear();
     if args.json {
@@ -321,13 +317,19 @@ fn kernel_configs(ctx: &Context, list: &str) -> Result<Vec<Arc<KernelConfig>>, C
     Ok(out)
 }
 
+/// Time row `c` on every configuration of `kernels` (the same data for
+/// all): each warmed up once (lavapipe compiles pipelines on first use),
+/// then the timed runs round-robin across the configurations, so that a
+/// shared machine's changing load falls on all of them alike and their
+/// ratios stay fair. One record per configuration, each checked against
+/// the reference.
 fn measure(
     ctx: &Context,
     c: &Config,
-    kernels: &Arc<KernelConfig>,
+    kernels: &[Arc<KernelConfig>],
     storage: Storage,
     bar: &ProgressBar,
-) -> Result<Record, CliError> {
+) -> Result<Vec<Record>, CliError> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed ^ (c.d * 31 + c.m * 7 + c.l) as u64);
     let memories = random(&mut rng, c.m * c.d, c.scale);
     let queries = random(&mut rng, c.l * c.d, c.scale);
@@ -343,33 +345,33 @@ fn measure(
     // Feature methods build S and n once per bank; timing them on a fresh
     // bank each run counts that build, as Theorem 3.1's total cost does.
     let wall_only = c.wall || is_feature(c.method);
-
-    let run = |bank: &MemoryBank| {
-        ctx.retrieve_with(kernels.clone(), bank, &queries, &opts, &mut |_| std::ops::ControlFlow::Continue(()))
+    let run = |k: &Arc<KernelConfig>, bank: &MemoryBank| {
+        ctx.retrieve_with(k.clone(), bank, &queries, &opts, &mut |_| std::ops::ControlFlow::Continue(()))
     };
+
     // Warm-up: compiles the pipelines and fills the buffer pool.
-    let first = run(&bank)?;
-    bar.inc(1);
-    let mut gpu = Vec::new();
-    let mut wall = Vec::new();
-    for _ in 0..c.repeats {
-        let fresh = if wall_only { Some(MemoryBank::with_storage(ctx, &memories, c.m, c.d, None, storage)?) } else { None };
-        let t = Instant::now();
-        let r = run(fresh.as_ref().unwrap_or(&bank))?;
-        wall.push(t.elapsed());
-        if let Some(g) = r.gpu_time {
-            gpu.push(g);
-        }
+    let mut firsts = Vec::with_capacity(kernels.len());
+    for k in kernels {
+        bar.set_message(format!("{} d={} M={} L={} [{}] warm-up", c.method.name(), c.d, c.m, c.l, k.name));
+        firsts.push(run(k, &bank)?);
         bar.inc(1);
     }
-    let wall_median = median(wall);
-    let (timing, time) = if wall_only {
-        ("wall-clock, fresh bank (S/n build included)", wall_median)
-    } else if gpu.len() == c.repeats {
-        ("gpu-timestamps", median(gpu))
-    } else {
-        ("wall-clock", wall_median)
-    };
+    let mut gpu = vec![Vec::new(); kernels.len()];
+    let mut wall = vec![Vec::new(); kernels.len()];
+    bar.set_message(format!("{} d={} M={} L={}", c.method.name(), c.d, c.m, c.l));
+    for _ in 0..c.repeats {
+        for (i, k) in kernels.iter().enumerate() {
+            let fresh =
+                if wall_only { Some(MemoryBank::with_storage(ctx, &memories, c.m, c.d, None, storage)?) } else { None };
+            let t = Instant::now();
+            let r = run(k, fresh.as_ref().unwrap_or(&bank))?;
+            wall[i].push(t.elapsed());
+            if let Some(g) = r.gpu_time {
+                gpu[i].push(g);
+            }
+            bar.inc(1);
+        }
+    }
 
     // Reference on an evenly spaced subsample, sized to ~2e8 multiply-adds per step.
     let budget = 2e8 / (c.m as f64 * 2.0 * c.d as f64 * f64::from(c.steps));
@@ -381,43 +383,59 @@ fn measure(
     let want = reference(c, &xs, &rows, &xim, f64::from(beta))?;
     let cpu_time = t.elapsed().as_secs_f64() * c.l as f64 / n_ref as f64;
     bar.inc(1);
-    let mut max_err = 0.0f64;
-    for (k, &row) in rows.iter().enumerate() {
-        let got = &first.z[row * c.d..(row + 1) * c.d];
-        max_err = max_err.max(hopfield_gpu::tolerance::max_abs_diff(got, want.row(k)));
-    }
 
-    let secs = time.as_secs_f64();
-    // Dense-equivalent for every method, so that GFLOP/s compare times.
-    let flops = 4.0 * c.d as f64 * c.m as f64 * c.l as f64 * f64::from(c.steps);
-    let bytes = 4.0 * (2.0 * c.m as f64 * c.d as f64 + 2.0 * c.l as f64 * c.d as f64);
-    Ok(Record {
-        config: kernels.name.clone(),
-        kernels: kernels.to_string(),
-        storage: match storage {
-            Storage::F32 => "f32",
-            Storage::F16 => "f16",
-        },
-        relative_to_first: None,
-        method: c.method.name(),
-        d: c.d,
-        m: c.m,
-        l: c.l,
-        steps: c.steps,
-        beta,
-        note: c.note,
-        timing,
-        repeats: c.repeats,
-        median_ms: secs * 1e3,
-        wall_median_ms: wall_median.as_secs_f64() * 1e3,
-        gflops: flops / secs / 1e9,
-        gbps: bytes / secs / 1e9,
-        max_abs_err: max_err,
-        checked_queries: n_ref,
-        cpu_ref_ms: cpu_time * 1e3,
-        speedup_vs_cpu_ref: cpu_time / secs,
-        segments: bank.segment_count(),
-    })
+    let mut records = Vec::with_capacity(kernels.len());
+    for (i, k) in kernels.iter().enumerate() {
+        let mut max_err = 0.0f64;
+        for (r, &row) in rows.iter().enumerate() {
+            let got = &firsts[i].z[row * c.d..(row + 1) * c.d];
+            max_err = max_err.max(hopfield_gpu::tolerance::max_abs_diff(got, want.row(r)));
+        }
+        let wall_median = median(wall[i].clone());
+        let (timing, time) = if wall_only {
+            ("wall-clock, fresh bank (S/n build included)", wall_median)
+        } else if gpu[i].len() == c.repeats {
+            ("gpu-timestamps", median(gpu[i].clone()))
+        } else {
+            ("wall-clock", wall_median)
+        };
+        let secs = time.as_secs_f64();
+        // Dense-equivalent for every method, so that GFLOP/s compare times.
+        let flops = 4.0 * c.d as f64 * c.m as f64 * c.l as f64 * f64::from(c.steps);
+        let bytes = storage.bytes() as f64 * 2.0 * c.m as f64 * c.d as f64 + 4.0 * 2.0 * c.l as f64 * c.d as f64;
+        records.push(Record {
+            config: k.name.clone(),
+            kernels: k.to_string(),
+            storage: match storage {
+                Storage::F32 => "f32",
+                Storage::F16 => "f16",
+            },
+            relative_to_first: None,
+            method: c.method.name(),
+            d: c.d,
+            m: c.m,
+            l: c.l,
+            steps: c.steps,
+            beta,
+            note: c.note,
+            timing,
+            repeats: c.repeats,
+            median_ms: secs * 1e3,
+            wall_median_ms: wall_median.as_secs_f64() * 1e3,
+            gflops: flops / secs / 1e9,
+            gbps: bytes / secs / 1e9,
+            max_abs_err: max_err,
+            checked_queries: n_ref,
+            cpu_ref_ms: cpu_time * 1e3,
+            speedup_vs_cpu_ref: cpu_time / secs,
+            segments: bank.segment_count(),
+        });
+    }
+    let first = records[0].median_ms;
+    for r in records.iter_mut().skip(1) {
+        r.relative_to_first = Some(r.median_ms / first);
+    }
+    Ok(records)
 }
 
 /// The f64 CPU reference of `c.steps` updates for the sampled query `rows`
@@ -549,7 +567,7 @@ fn scaling(args: &Args, device: &Option<String>) -> Result<(), CliError> {
                 scale,
                 wall: true,
             };
-            let r = measure(&ctx, &c, &ctx.config(), Storage::F32, &bar)?;
+            let r = measure(&ctx, &c, &[ctx.config()], Storage::F32, &bar)?.remove(0);
             times[i] = r.median_ms;
             records.push(r);
         }

@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 use super::update::QueryInfo;
 use super::{entire, grid, split_rows, Kernel, Recorder, MAX_GROUPS};
 use crate::bank::{MemoryBank, Storage};
-use crate::config::{DecodeKernel, DecodeTile, DenseKernel, DenseTile, KernelConfig};
+use crate::config::{ks4, DecodeKernel, DecodeTile, DenseKernel, DenseTile, DeviceCaps, KernelConfig};
 use crate::context::Context;
 use crate::error::{Error, Resource, Result};
 use crate::shaders::Shader;
@@ -180,10 +180,10 @@ impl Pass1 {
     }
 
     /// The module and override constants for a bank of dimensions `d`,
-    /// `dv` (f16 storage if `f16`); `subgroup_min` is the device's smallest subgroup.
+    /// `dv` (f16 storage if `f16`) on a device with `caps`.
     pub(crate) fn module(
         &self,
-        subgroup_min: u32,
+        caps: &DeviceCaps,
         d: usize,
         dv: usize,
         f16: bool,
@@ -191,14 +191,15 @@ impl Pass1 {
     ) -> Result<(Shader, Vec<(&'static str, f64)>)> {
         let fixed = |x: usize| if fixed_dims { x as f64 } else { 0.0 };
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        // Padded rows against bank conflicts, except on CPU devices.
+        let pad = !caps.is_cpu();
         Ok(match *self {
             Pass1::LegacyTiled => (Shader::DenseLegacy, LegacyTile::DEFAULT.constants().to_vec()),
             Pass1::LegacyDecode => (Shader::DenseDecodeLegacy, LegacyTile::DEFAULT.decode_constants().to_vec()),
             Pass1::Tiled(t) => {
                 let dk = chunk_dims(t.dims, d);
                 let bm = t.tile_mems();
-                let ks4 = dk / 4 + 1 - (dk / 4) % 2;
-                let kv = (bm * ks4).max(bm * t.block_col4s());
+                let kv = (bm * ks4(dk, pad)).max(bm * t.block_col4s());
                 let constants = vec![
                     ("WG", f64::from(t.threads)),
                     ("BQ", f64::from(t.queries)),
@@ -209,8 +210,10 @@ impl Pass1 {
                     ("PREFETCH", flag(t.prefetch)),
                     ("D", fixed(d)),
                     ("DV", fixed(dv)),
+                    ("KALIGN", flag(d % 4 == 0)),
+                    ("VALIGN", flag(dv % 4 == 0)),
                     ("KV", f64::from(kv)),
-                    ("RED", if t.subgroups { 1.0 } else { f64::from(t.threads) }),
+                    ("PAD", flag(pad)),
                 ];
                 (variant(Shader::Dense, t.subgroups, f16)?, constants)
             }
@@ -220,9 +223,12 @@ impl Pass1 {
                     ("LQ", f64::from(lq)),
                     ("DK", f64::from(chunk_dims(t.dims, d))),
                     ("SUBGROUP", flag(t.subgroups)),
-                    ("SGS", f64::from(subgroup_min.clamp(4, t.threads))),
+                    ("SGS", f64::from(caps.subgroup_min.clamp(4, t.threads))),
+                    ("PAD", flag(pad)),
                     ("D", fixed(d)),
                     ("DV", fixed(dv)),
+                    ("KALIGN", flag(d % 4 == 0)),
+                    ("VALIGN", flag(dv % 4 == 0)),
                 ];
                 (variant(Shader::DenseDecode, t.subgroups, f16)?, constants)
             }
@@ -231,7 +237,7 @@ impl Pass1 {
 
     /// The compiled kernel.
     fn kernel(&self, ctx: &Context, d: usize, dv: usize, f16: bool, fixed_dims: bool) -> Result<Kernel> {
-        let (shader, constants) = self.module(ctx.caps().subgroup_min, d, dv, f16, fixed_dims)?;
+        let (shader, constants) = self.module(ctx.caps(), d, dv, f16, fixed_dims)?;
         Kernel::new(ctx, shader, "main", &constants)
     }
 }
@@ -666,8 +672,10 @@ mod tests {
         passes.extend([Pass1::LegacyTiled, Pass1::LegacyDecode]);
         for pass1 in passes {
             for (d, dv, f16, fixed) in [(64, 64, false, false), (3, 70, true, true), (784, 5, false, true)] {
-                let (shader, constants) = pass1.module(32, d, dv, f16 && !pass1.is_legacy(), fixed).unwrap();
-                check_constants(shader, "main", &constants);
+                for caps in [&caps, &DeviceCaps { device_type: "Cpu".into(), ..caps.clone() }] {
+                    let (shader, constants) = pass1.module(caps, d, dv, f16 && !pass1.is_legacy(), fixed).unwrap();
+                    check_constants(shader, "main", &constants);
+                }
             }
         }
         check_constants(Shader::DenseMerge, "main", &[("WG", 256.0)]);

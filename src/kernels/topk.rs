@@ -229,6 +229,8 @@ fn encode_threshold(
         ("DK", f64::from(dk)),
         ("PREFETCH", if tile.prefetch { 1.0 } else { 0.0 }),
         ("D", if args.cfg.fixed_dims { d as f64 } else { 0.0 }),
+        ("PAD", if ctx.is_cpu() { 0.0 } else { 1.0 }),
+        ("KALIGN", if d % 4 == 0 { 1.0 } else { 0.0 }),
     ];
     let entry = if random { "hash_select" } else { "score_select" };
     let select = Kernel::new(ctx, Shader::Topk, entry, &constants)?;
@@ -625,6 +627,8 @@ mod tests {
                     ("DK", f64::from(t.dims)),
                     ("PREFETCH", 1.0),
                     ("D", 64.0),
+                    ("PAD", 1.0),
+                    ("KALIGN", 1.0),
                 ];
                 check_constants(Shader::Topk, "score_select", &c);
                 check_constants(Shader::Topk, "hash_select", &c);
