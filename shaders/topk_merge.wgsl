@@ -15,8 +15,9 @@
 // segments, and z <- z * exp(old max - new max) + sum_i exp(s_i - max) v_i,
 // divided by the sum on the last segment: the softmax over the support
 // only, weight exactly 0 elsewhere (eq. (3.9)), no rescaling of the kept
-// logits. Threads are (column, winner lane) pairs, so no thread walks all
-// K winners of a column alone.
+// logits. Threads are (16 columns, winner lane) pairs, so no thread walks
+// all K winners of a column alone, and a winner's index and weight serve 16
+// columns.
 //
 // Reference: src/cpu/topk.rs. Host side: src/kernels/topk.rs.
 //
@@ -60,12 +61,13 @@ const EMPTY: u32 = 0xffffffffu;
 @group(0) @binding(5) var<storage, read_write> state: array<vec2<f32>>;
 @group(0) @binding(6) var<storage, read> queries: array<f32>;
 @group(0) @binding(7) var<storage, read> keys: array<f32>;
-@group(0) @binding(8) var<storage, read> values: array<f32>;
+// Read as vec4s (four columns at a time; the host binds whole vec4s).
+@group(0) @binding(8) var<storage, read> values: array<vec4<f32>>;
 @group(0) @binding(9) var<storage, read_write> z: array<f32>;
 @group(0) @binding(10) var<storage, read_write> sup: array<i32>;
 
 var<workgroup> nwin: atomic<u32>;
-var<workgroup> red: array<f32, WG>;
+var<workgroup> red: array<vec4<f32>, WG>;
 // The query this workgroup serves (set_region needs it).
 var<private> cur: u32;
 
@@ -100,17 +102,33 @@ fn before(a: vec2<u32>, b: vec2<u32>) -> bool {
 
 // op 0: max, 1: sum over the workgroup (every thread gets it).
 fn reduce(t: u32, v: f32, op: u32) -> f32 {
-    red[t] = v;
+    red[t].x = v;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if (t < s) {
-            red[t] = select(max(red[t], red[t + s]), red[t] + red[t + s], op == 1u);
+            red[t].x = select(max(red[t].x, red[t + s].x), red[t].x + red[t + s].x, op == 1u);
         }
         workgroupBarrier();
     }
-    let r = red[0];
+    let r = red[0].x;
     workgroupBarrier();
     return r;
+}
+
+// Columns 4 c4 .. 4 c4 + 3 of value row `row` of the bound segment; zero past dv.
+fn value4(row: u32, c4: u32) -> vec4<f32> {
+    let k = 4u * c4;
+    if ((p.dv & 3u) == 0u) {
+        return values[(row * p.dv + k) >> 2u];
+    }
+    var v = vec4<f32>(0.0);
+    let e = row * p.dv + k;
+    for (var c = 0u; c < 4u; c++) {
+        if (k + c < p.dv) {
+            v[c] = values[(e + c) >> 2u][(e + c) & 3u];
+        }
+    }
+    return v;
 }
 
 @compute @workgroup_size(WG)
@@ -218,37 +236,56 @@ fn fold(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
     storageBarrier();
     workgroupBarrier(); // the weights are written
 
-    let cl_n = min(p.dv, WG);
+    // z: threads are (group of up to 4 vec4 columns, winner lane) pairs:
+    // each winner's index and weight are loaded once per 16 columns.
+    let dv4 = (p.dv + 3u) / 4u;
+    let groups = (dv4 + 3u) / 4u;
+    let cl_n = min(groups, WG);
     let sl_n = WG / cl_n;
     let cl = t % cl_n;
     let sl = t / cl_n;
-    for (var c0 = 0u; c0 < p.dv; c0 += cl_n) {
-        let c = c0 + cl;
-        var acc = 0.0;
-        if (sl < sl_n && c < p.dv) {
+    for (var g0 = 0u; g0 < groups; g0 += cl_n) {
+        let g = g0 + cl;
+        var acc: array<vec4<f32>, 4>;
+        if (sl < sl_n && g < groups) {
             for (var i = sl; i < p.k; i += sl_n) {
                 let mu = win[base + i].y;
                 if (is_local(mu)) {
-                    acc += wts[base + i] * values[(mu - p.seg_row0) * p.dv + c];
+                    let w = wts[base + i];
+                    let row = mu - p.seg_row0;
+                    for (var c = 0u; c < 4u; c++) {
+                        if (4u * g + c < dv4) {
+                            acc[c] += w * value4(row, 4u * g + c);
+                        }
+                    }
                 }
             }
         }
-        red[t] = acc;
-        workgroupBarrier();
-        if (sl == 0u && c < p.dv) {
-            var zc = acc;
-            for (var i = 1u; i < sl_n; i++) {
-                zc += red[t + i * cl_n];
+        for (var c = 0u; c < 4u; c++) {
+            red[t] = acc[c];
+            workgroupBarrier();
+            let c4 = 4u * g + c;
+            if (sl == 0u && g < groups && c4 < dv4) {
+                var zc = acc[c];
+                for (var i = 1u; i < sl_n; i++) {
+                    zc += red[t + i * cl_n];
+                }
+                for (var k = 0u; k < 4u; k++) {
+                    let col = 4u * c4 + k;
+                    if (col < p.dv) {
+                        var v = zc[k];
+                        if (p.first == 0u) {
+                            v += z[q * p.dv + col] * alpha;
+                        }
+                        if (p.last == 1u) {
+                            v /= sum;
+                        }
+                        z[q * p.dv + col] = v;
+                    }
+                }
             }
-            if (p.first == 0u) {
-                zc += z[q * p.dv + c] * alpha;
-            }
-            if (p.last == 1u) {
-                zc /= sum;
-            }
-            z[q * p.dv + c] = zc;
+            workgroupBarrier();
         }
-        workgroupBarrier();
     }
     if (t == 0u) {
         state[ql] = vec2<f32>(mx, sum);

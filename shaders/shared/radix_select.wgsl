@@ -53,16 +53,20 @@ fn histogram(t: u32, phase: u32, rk: u32, prefix: u32, mask: u32, shift: u32) {
 // receives (digit, entries before the bucket, entries in it).
 fn scan(t: u32, phase: u32, need: u32) -> vec3<u32> {
     if (t == 0u) {
+        // A fixed trip count and no break, so the compiler can unroll it.
         var before = 0u;
         var found = vec4<u32>(0u, 0u, 0u, 0u);
+        var done = false;
         for (var i = 0u; i < 16u; i++) {
             let b = select(15u - i, i, phase == 1u);
             let h = atomicLoad(&hist[b]);
-            if (before + h >= need) {
+            if (!done && before + h >= need) {
                 found = vec4<u32>(b, before, h, 0u);
-                break;
+                done = true;
             }
-            before += h;
+            if (!done) {
+                before += h;
+            }
         }
         sel = found;
     }

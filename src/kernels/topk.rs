@@ -66,8 +66,16 @@ pub(crate) struct SelectMergeParams {
     pub _pad: [u32; 3],
 }
 
-/// Threads of the merge kernels (topk_merge.wgsl's `WG`).
-const MERGE_WG: usize = 256;
+/// Threads of the merge kernels (topk_merge.wgsl's `WG`): one workgroup
+/// per query; on CPU devices, where every barrier switches between all of a
+/// workgroup's SIMD groups, a quarter of a GPU's.
+fn merge_threads(ctx: &Context) -> usize {
+    if ctx.is_cpu() {
+        64
+    } else {
+        256
+    }
+}
 
 /// Record one top-K (`seed` = `None`) or random-mask step (`k >= 1`) for
 /// `args`, on the kernels the configuration names. A bank whose bindings end
@@ -113,8 +121,12 @@ fn threshold_plan(ctx: &Context, args: &StepArgs<'_>, t: TopkTile, k: usize, sco
     let mut rows = device_split_rows(ctx, args.cfg.split_target, m, l.div_ceil(bq), bm);
     // Room for K kept plus at least two tiles of survivors, so that a
     // compaction buys at least one tile (more for larger K); no more than a
-    // split holds, which never needs compacting.
-    let cap_for = |rows: usize| (k + k.max(2 * bm)).min(rows);
+    // split holds, which never needs compacting. Under a loop budget
+    // (lavapipe) eight tiles: the planner must assume the worst order, a
+    // compaction of every query each `gap` tiles, and a larger gap lets a
+    // split hold more tiles (fewer splits to merge).
+    let slack = if ctx.loop_budget().is_some() { 8 } else { 2 };
+    let cap_for = |rows: usize| (k + k.max(slack * bm)).min(rows);
     if let Some(budget) = ctx.loop_budget() {
         let dk4 = chunk_dims(t.dims, d) as usize / 4;
         let (kl, ql) = ((bm * dk4).div_ceil(wg), (bq * dk4).div_ceil(wg));
@@ -180,8 +192,9 @@ fn encode_threshold(
             u64::from(u32::MAX),
         ));
     }
+    let merge_wg = merge_threads(ctx);
     if let Some(budget) = ctx.loop_budget() {
-        let wg = MERGE_WG;
+        let wg = merge_wg;
         let sort = if args.support.is_some() {
             let lv = levels(pw);
             lv * (lv + 1) / 2 * ((pw / 2).div_ceil(wg) + 1) + lv + k_eff.div_ceil(wg) + 1
@@ -234,7 +247,7 @@ fn encode_threshold(
     ];
     let entry = if random { "hash_select" } else { "score_select" };
     let select = Kernel::new(ctx, Shader::Topk, entry, &constants)?;
-    let merge_constants = [("WG", MERGE_WG as f64)];
+    let merge_constants = [("WG", merge_wg as f64)];
     let choose = Kernel::new(ctx, Shader::TopkMerge, "choose", &merge_constants)?;
     let fold = Kernel::new(ctx, Shader::TopkMerge, "fold", &merge_constants)?;
     let n_seg = bank.segments.len();
@@ -635,7 +648,9 @@ mod tests {
             }
         }
         for entry in ["choose", "fold"] {
-            check_constants(Shader::TopkMerge, entry, &[("WG", MERGE_WG as f64)]);
+            for wg in [64.0, 256.0] {
+                check_constants(Shader::TopkMerge, entry, &[("WG", wg)]);
+            }
         }
     }
 
