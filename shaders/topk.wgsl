@@ -138,16 +138,31 @@ fn offer(tq: u32, tm: u32, q0: u32, m0: u32, jmax: u32, split: u32, r: ptr<funct
     for (var i = 0u; i < 4u; i++) {
         th[i] = theta[4u * tq + i];
     }
-    for (var k = 0u; k < RM; k++) {
-        let j = tm + TM * k;
-        if (j < jmax) {
-            for (var i = 0u; i < 4u; i++) {
-                let q = 4u * tq + i;
-                let c = vec2<u32>((*r)[k][i], p.seg_row0 + m0 + j);
-                if (q0 + q < p.l && ge(c, th[i])) {
-                    let at = atomicAdd(&cnt[q], 1u);
-                    cand[region_base(q0, q, split) + at] = c;
-                }
+    // Per query: count this thread's survivors, take their places with one
+    // atomic, then write them (one atomic per thread and query, not per
+    // survivor: where most scores survive, atomics would dominate).
+    for (var i = 0u; i < 4u; i++) {
+        let q = 4u * tq + i;
+        if (q0 + q >= p.l) {
+            continue;
+        }
+        var n = 0u;
+        for (var k = 0u; k < RM; k++) {
+            let j = tm + TM * k;
+            if (j < jmax && ge(vec2<u32>((*r)[k][i], p.seg_row0 + m0 + j), th[i])) {
+                n++;
+            }
+        }
+        if (n == 0u) {
+            continue;
+        }
+        var at = region_base(q0, q, split) + atomicAdd(&cnt[q], n);
+        for (var k = 0u; k < RM; k++) {
+            let j = tm + TM * k;
+            let c = vec2<u32>((*r)[k][i], p.seg_row0 + m0 + j);
+            if (j < jmax && ge(c, th[i])) {
+                cand[at] = c;
+                at++;
             }
         }
     }

@@ -47,7 +47,8 @@ struct Params {
     _pad2: u32,
 }
 
-override WG: u32 = 256u; // threads per workgroup, a power of two
+override WG: u32 = 256u;       // threads per workgroup, a power of two
+override VALIGN: bool = false; // dv is a multiple of 4 (vec4 loads of values only)
 const EMPTY: u32 = 0xffffffffu;
 // #include shared/neg.wgsl
 
@@ -118,7 +119,7 @@ fn reduce(t: u32, v: f32, op: u32) -> f32 {
 // Columns 4 c4 .. 4 c4 + 3 of value row `row` of the bound segment; zero past dv.
 fn value4(row: u32, c4: u32) -> vec4<f32> {
     let k = 4u * c4;
-    if ((p.dv & 3u) == 0u) {
+    if (VALIGN) {
         return values[(row * p.dv + k) >> 2u];
     }
     var v = vec4<f32>(0.0);

@@ -247,9 +247,9 @@ fn encode_threshold(
     ];
     let entry = if random { "hash_select" } else { "score_select" };
     let select = Kernel::new(ctx, Shader::Topk, entry, &constants)?;
-    let merge_constants = [("WG", merge_wg as f64)];
-    let choose = Kernel::new(ctx, Shader::TopkMerge, "choose", &merge_constants)?;
-    let fold = Kernel::new(ctx, Shader::TopkMerge, "fold", &merge_constants)?;
+    let choose = Kernel::new(ctx, Shader::TopkMerge, "choose", &[("WG", merge_wg as f64)])?;
+    let valign = if dv % 4 == 0 { 1.0 } else { 0.0 };
+    let fold = Kernel::new(ctx, Shader::TopkMerge, "fold", &[("WG", merge_wg as f64), ("VALIGN", valign)])?;
     let n_seg = bank.segments.len();
 
     for q_off in (0..l).step_by(sub) {
@@ -647,10 +647,9 @@ mod tests {
                 check_constants(Shader::Topk, "hash_select", &c);
             }
         }
-        for entry in ["choose", "fold"] {
-            for wg in [64.0, 256.0] {
-                check_constants(Shader::TopkMerge, entry, &[("WG", wg)]);
-            }
+        for wg in [64.0, 256.0] {
+            check_constants(Shader::TopkMerge, "choose", &[("WG", wg)]);
+            check_constants(Shader::TopkMerge, "fold", &[("WG", wg), ("VALIGN", 1.0)]);
         }
     }
 
