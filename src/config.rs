@@ -209,10 +209,10 @@ impl DenseTile {
     /// Why this tile cannot run on `caps`, if it cannot.
     pub fn check(&self, caps: &DeviceCaps) -> Result<(), String> {
         let rows = self.queries / 4;
-        if self.queries == 0 || self.queries % 4 != 0 {
+        if self.queries == 0 || !self.queries.is_multiple_of(4) {
             return Err(format!("queries = {} is not a positive multiple of 4", self.queries));
         }
-        if self.threads == 0 || self.threads % rows != 0 || !self.lanes().is_power_of_two() {
+        if self.threads == 0 || !self.threads.is_multiple_of(rows) || !self.lanes().is_power_of_two() {
             return Err(format!("{} threads do not make {rows} rows of a power-of-two lane count", self.threads));
         }
         if !(1..=MAX_MEMS).contains(&self.mems) || !(1..=MAX_COL4S).contains(&self.col4s) {
@@ -241,7 +241,7 @@ impl DecodeTile {
         if ![4, 8, 16].contains(&self.max_queries) {
             return Err(format!("max_queries = {} is not 4, 8 or 16", self.max_queries));
         }
-        if self.dims == 0 || self.dims % 4 != 0 || self.dims / 4 > self.threads {
+        if self.dims == 0 || !self.dims.is_multiple_of(4) || self.dims / 4 > self.threads {
             return Err(format!("dims = {} is not a positive multiple of 4 up to 4 threads", self.dims));
         }
         check_threads(self.threads, caps)?;
@@ -292,7 +292,7 @@ impl TopkTile {
 }
 
 fn check_dims(dims: u32, tile_mems: u32, threads: u32) -> Result<(), String> {
-    if dims == 0 || dims % 4 != 0 {
+    if dims == 0 || !dims.is_multiple_of(4) {
         return Err(format!("dims = {dims} is not a positive multiple of 4"));
     }
     let per_thread = (tile_mems * dims / 4).div_ceil(threads);
@@ -549,43 +549,49 @@ fn fit_topk(tile: TopkTile, caps: &DeviceCaps) -> TopkKernel {
 /// kernels are candidates too, so a tuned device is never slower than them
 /// on the tuner's shapes.
 pub fn candidates(caps: &DeviceCaps) -> Candidates {
+    // Subgroup reductions wherever the device has them; the shared-memory
+    // path of the first shape too, so the tuner sees what subgroups buy.
     let sg = caps.subgroups;
+    let cpu = caps.is_cpu();
     let mut dense = vec![DenseKernel::Legacy];
-    for (threads, queries, mems, col4s, dims) in [
+    for (i, (threads, queries, mems, col4s, dims)) in [
         (128, 64, 8, 2, 32), // FlashAttention-2: 64 x 64, 4 x 8 register tiles
         (64, 32, 8, 2, 32),
+        (64, 32, 8, 2, 64),
         (64, 16, 8, 2, 32),
-        (128, 32, 4, 2, 32),
         (256, 64, 4, 1, 32),
         (128, 64, 4, 1, 16),
-    ] {
-        for subgroups in [false, true] {
-            if subgroups && !sg {
-                continue;
-            }
-            let prefetch = !caps.is_cpu() && queries == 64;
-            dense.push(DenseKernel::Tiled(DenseTile { threads, queries, mems, col4s, dims, subgroups, prefetch }));
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let prefetch = !cpu && queries == 64;
+        let tile = DenseTile { threads, queries, mems, col4s, dims, subgroups: sg, prefetch };
+        dense.push(DenseKernel::Tiled(tile));
+        if i == 0 && sg {
+            dense.push(DenseKernel::Tiled(DenseTile { subgroups: false, ..tile }));
+        }
+        if i == 0 && prefetch {
+            dense.push(DenseKernel::Tiled(DenseTile { prefetch: false, ..tile }));
         }
     }
-    // Without subgroups the list above has 7 entries; one more prefetch
-    // variant keeps the count comparable.
-    dense.truncate(12);
     let mut decode = vec![DecodeKernel::Legacy];
-    for (threads, dims) in [(64, 32), (128, 32), (256, 16), (64, 64)] {
-        for subgroups in [false, true] {
-            if subgroups && !sg {
-                continue;
-            }
-            decode.push(DecodeKernel::Tiled(DecodeTile { threads, max_queries: 16, dims, subgroups }));
+    for (i, (threads, max_queries, dims)) in
+        [(64, 16, 32), (64, 16, 64), (128, 8, 32), (128, 16, 32), (256, 8, 16), (256, 16, 16)].into_iter().enumerate()
+    {
+        let tile = DecodeTile { threads, max_queries, dims, subgroups: sg };
+        decode.push(DecodeKernel::Tiled(tile));
+        if i == 0 && sg {
+            decode.push(DecodeKernel::Tiled(DecodeTile { subgroups: false, ..tile }));
         }
     }
     let mut topk = vec![TopkKernel::Legacy];
     for (threads, queries, mems, dims, prefetch) in [
         (64, 16, 8, 32, false),
         (64, 32, 8, 32, false),
+        (64, 32, 8, 64, false),
         (128, 64, 8, 32, false),
         (128, 64, 8, 32, true),
-        (128, 32, 4, 32, false),
         (256, 64, 4, 32, false),
     ] {
         topk.push(TopkKernel::Threshold(TopkTile { threads, queries, mems, dims, prefetch }));

@@ -25,7 +25,7 @@
 //! kernels never see the reference.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -237,20 +237,41 @@ impl Timing {
         Ok(Timing { bank, x: uniform(seed + 1, l * d), opts })
     }
 
-    /// Median milliseconds of `repeats` runs after one warm-up.
-    fn time(&self, ctx: &Context, cfg: &KernelConfig, repeats: usize) -> Result<f64> {
-        let cfg = Arc::new(cfg.clone());
-        let run = || -> Result<Duration> {
-            let start = Instant::now();
-            let r = ctx.retrieve_with(cfg.clone(), &self.bank, &self.x, &self.opts, &mut |_| {
-                std::ops::ControlFlow::Continue(())
-            })?;
-            Ok(r.gpu_time.unwrap_or_else(|| start.elapsed()))
-        };
-        run()?;
-        let mut times: Vec<f64> = (0..repeats.max(1)).map(|_| run().map(|t| t.as_secs_f64() * 1e3)).collect::<Result<_>>()?;
-        times.sort_by(f64::total_cmp);
-        Ok(times[times.len() / 2])
+    /// Milliseconds of one run of `cfg` (GPU timestamps where the device has them).
+    fn once(&self, ctx: &Context, cfg: &Arc<KernelConfig>) -> Result<f64> {
+        let start = Instant::now();
+        let r = ctx.retrieve_with(cfg.clone(), &self.bank, &self.x, &self.opts, &mut |_| {
+            std::ops::ControlFlow::Continue(())
+        })?;
+        Ok(r.gpu_time.unwrap_or_else(|| start.elapsed()).as_secs_f64() * 1e3)
+    }
+
+    /// The median milliseconds of each of `cfgs`: one warm-up run each
+    /// (pipelines compile on first use), then `repeats` timed runs taken in
+    /// turns (a b c a b c ...), so that a shared machine's changing load
+    /// falls on every candidate alike. A failing candidate gets its error.
+    fn medians(&self, ctx: &Context, cfgs: &[Arc<KernelConfig>], repeats: usize) -> Vec<Result<f64>> {
+        let mut times: Vec<Result<Vec<f64>>> =
+            cfgs.iter().map(|c| self.once(ctx, c).map(|_| Vec::with_capacity(repeats))).collect();
+        for _ in 0..repeats.max(1) {
+            for (cfg, t) in cfgs.iter().zip(times.iter_mut()) {
+                if let Ok(v) = t {
+                    match self.once(ctx, cfg) {
+                        Ok(ms) => v.push(ms),
+                        Err(e) => *t = Err(e),
+                    }
+                }
+            }
+        }
+        times
+            .into_iter()
+            .map(|t| {
+                t.map(|mut v| {
+                    v.sort_by(f64::total_cmp);
+                    v[v.len() / 2]
+                })
+            })
+            .collect()
     }
 }
 
@@ -266,25 +287,38 @@ fn tune_family<K: Copy + std::fmt::Display>(
     opts: &TuneOptions,
     trials: &mut Vec<Trial>,
 ) -> Option<K> {
-    let mut best: Option<(f64, K)> = None;
-    for &k in candidates {
+    // Correctness first: only candidates that match the reference are timed.
+    let mut verdicts: Vec<Option<Verdict>> = Vec::with_capacity(candidates.len());
+    let mut timed: Vec<(usize, Arc<KernelConfig>)> = Vec::new();
+    for (i, &k) in candidates.iter().enumerate() {
         let cfg = with(k);
         let label = format!("{family} [{k}]");
-        let verdict = match cfg.check(ctx.caps()) {
-            Err(why) => Verdict::Pruned { why },
+        verdicts.push(match cfg.check(ctx.caps()) {
+            Err(why) => Some(Verdict::Pruned { why }),
             Ok(()) => match check.run(ctx, &cfg, &label, opts.fault) {
-                Some(why) => Verdict::Rejected { why },
-                None => match timing.time(ctx, &cfg, opts.repeats) {
-                    Err(e) => Verdict::Rejected { why: format!("failed on the timing shape: {e}") },
-                    Ok(ms) => {
-                        if best.is_none_or(|(b, _)| ms < b) {
-                            best = Some((ms, k));
-                        }
-                        Verdict::Timed { median_ms: ms }
-                    }
-                },
+                Some(why) => Some(Verdict::Rejected { why }),
+                None => {
+                    timed.push((i, Arc::new(cfg)));
+                    None
+                }
             },
-        };
+        });
+    }
+    let cfgs: Vec<Arc<KernelConfig>> = timed.iter().map(|(_, c)| c.clone()).collect();
+    let mut best: Option<(f64, K)> = None;
+    for ((i, _), ms) in timed.iter().zip(timing.medians(ctx, &cfgs, opts.repeats)) {
+        verdicts[*i] = Some(match ms {
+            Err(e) => Verdict::Rejected { why: format!("failed on the timing shape: {e}") },
+            Ok(ms) => {
+                if best.is_none_or(|(b, _)| ms < b) {
+                    best = Some((ms, candidates[*i]));
+                }
+                Verdict::Timed { median_ms: ms }
+            }
+        });
+    }
+    for (k, v) in candidates.iter().zip(verdicts) {
+        let verdict = v.unwrap_or(Verdict::Rejected { why: "not timed".into() });
         trials.push(Trial { family, candidate: k.to_string(), verdict });
     }
     best.map(|(_, k)| k)
@@ -382,10 +416,11 @@ impl Context {
         let targets = opts.split_targets.clone().unwrap_or_else(|| {
             [default_target / 4, default_target / 2, default_target, default_target * 2].into_iter().filter(|&t| t > 0).collect()
         });
+        let cfgs: Vec<Arc<KernelConfig>> =
+            targets.iter().map(|&t| Arc::new(KernelConfig { split_target: t, ..chosen.clone() })).collect();
         let mut best: Option<(f64, u32)> = None;
-        for target in targets {
-            let cfg = KernelConfig { split_target: target, ..chosen.clone() };
-            let verdict = match decode_time.time(self, &cfg, opts.repeats) {
+        for (&target, ms) in targets.iter().zip(decode_time.medians(self, &cfgs, opts.repeats)) {
+            let verdict = match ms {
                 Err(e) => Verdict::Rejected { why: format!("failed: {e}") },
                 Ok(ms) => {
                     if best.is_none_or(|(b, _)| ms < b) {

@@ -210,8 +210,8 @@ impl Pass1 {
                     ("PREFETCH", flag(t.prefetch)),
                     ("D", fixed(d)),
                     ("DV", fixed(dv)),
-                    ("KALIGN", flag(d % 4 == 0)),
-                    ("VALIGN", flag(dv % 4 == 0)),
+                    ("KALIGN", flag(d.is_multiple_of(4))),
+                    ("VALIGN", flag(dv.is_multiple_of(4))),
                     ("KV", f64::from(kv)),
                     ("PAD", flag(pad)),
                 ];
@@ -227,8 +227,8 @@ impl Pass1 {
                     ("PAD", flag(pad)),
                     ("D", fixed(d)),
                     ("DV", fixed(dv)),
-                    ("KALIGN", flag(d % 4 == 0)),
-                    ("VALIGN", flag(dv % 4 == 0)),
+                    ("KALIGN", flag(d.is_multiple_of(4))),
+                    ("VALIGN", flag(dv.is_multiple_of(4))),
                 ];
                 (variant(Shader::DenseDecode, t.subgroups, f16)?, constants)
             }
