@@ -14,6 +14,15 @@
 // p_i = max(u_i - tau, 0)^k where tau solves f(tau) = sum_i max(u_i - tau, 0)^k = 1.
 // f is continuous and strictly decreasing where positive, f(-1) >= 1 (the top
 // element alone contributes 1) and f(0) = 0, so tau lies in [-1, 0).
+// 0. The row is shifted once, in place: s_i <- a s_i - top, before any other
+//    pass. The top element's u is then exactly 0 and every u_i <= 0 is a
+//    stored f32, rounded once (exact, by Sterbenz, for scores within a
+//    factor 2 of the top). Everything below reads these u only, and all that
+//    matters happens in [-1, 0]: lo, hi, tau and the weights never meet `top`, so
+//    neither cancellation nor a compiler's reassociation of
+//    `(a s - top) - tau` into `a s - (top + tau)` can lose tau. (Computing u
+//    inline in every pass did lose it: from top ~ 2^24, where tau is below
+//    top's spacing, lavapipe returned p = 0 for every memory.)
 // 1. Bisection keeps the invariant f(lo) >= 1 > f(hi), hence lo <= tau < hi.
 //    It stops as soon as no u_i lies strictly inside (lo, hi). Then the
 //    support S = {i : u_i > tau} is exactly {u_i > lo}: u_i <= lo <= tau is
@@ -127,6 +136,11 @@ fn threshold(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg:
         local_max = max(local_max, scores[base + i]);
     }
     let top = reduce(t, vec2<f32>(local_max, 0.0), 1u).x * a;
+    // 0. Shift once, in place (see the top of this file); every later pass
+    // reads u from the row, never recomputes it from the score.
+    for (var i = t; i < p.m; i += 64u) {
+        scores[base + i] = scores[base + i] * a - top;
+    }
 
     // 1. Bisection for the support.
     var lo = -1.0;
@@ -139,7 +153,7 @@ fn threshold(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg:
         var f = 0.0;
         var inside = 0.0;
         for (var i = t; i < p.m; i += 64u) {
-            let u = scores[base + i] * a - top;
+            let u = scores[base + i];
             f += power(max(u - mid, 0.0));
             inside += select(0.0, 1.0, u > lo && u < hi);
         }
@@ -158,7 +172,7 @@ fn threshold(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg:
     var su = 0.0;
     var n = 0.0;
     for (var i = t; i < p.m; i += 64u) {
-        let u = scores[base + i] * a - top;
+        let u = scores[base + i];
         if (u > lo) {
             su += u;
             n += 1.0;
@@ -170,7 +184,7 @@ fn threshold(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg:
         let mean = sn.x / sn.y;
         var ss = 0.0;
         for (var i = t; i < p.m; i += 64u) {
-            let u = scores[base + i] * a - top;
+            let u = scores[base + i];
             if (u > lo) {
                 ss += (u - mean) * (u - mean);
             }
@@ -181,7 +195,7 @@ fn threshold(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg:
 
     // 3. Weights, in place (each thread rewrites only the entries it read).
     for (var i = t; i < p.m; i += 64u) {
-        let u = scores[base + i] * a - top;
+        let u = scores[base + i];
         scores[base + i] = power(max(u - tau, 0.0));
     }
     if (p.width == 0u) {

@@ -135,6 +135,33 @@ pub enum Error {
     #[error("internal error (a bug in hopfield-gpu, please report it): {0}")]
     Internal(String),
 
+    /// A size taken from a file or a flag needs more host memory than is
+    /// available ([`crate::available_memory`]), or more than u64 can count.
+    #[error(
+        "{what} needs {}, more than the {} of memory available",
+        needed.map_or("more than 2^64 bytes".to_string(), show_bytes),
+        available.map_or("unknown amount".to_string(), show_bytes)
+    )]
+    HostMemory {
+        /// What would have been allocated.
+        what: String,
+        /// Bytes it needs; `None` when that overflows u64.
+        needed: Option<u64>,
+        /// Bytes available when it was checked, where the system says.
+        available: Option<u64>,
+    },
+
+    /// A result is finite in f64 but does not fit the f32 it is returned
+    /// in (an energy beyond +-3.4e38), or is not finite at all. Never
+    /// returned as +-inf instead.
+    #[error("{what} is {value:e}, outside the range of f32 (+-3.4e38)")]
+    OutOfRange {
+        /// Which quantity, and what it was computed from.
+        what: String,
+        /// Its value in f64.
+        value: f64,
+    },
+
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -220,9 +247,25 @@ impl fmt::Display for Resource {
     }
 }
 
+/// `n` bytes in the largest binary unit that keeps it >= 1, for messages.
+pub(crate) fn show_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 impl Error {
     pub(crate) fn invalid(name: &'static str, value: impl ToString, why: impl Into<String>) -> Self {
-        Error::InvalidParameter { name, value: value.to_string(), why: why.into() }
+        Error::InvalidParameter { name, value: compact_number(value.to_string()), why: why.into() }
     }
 
     pub(crate) fn limit(what: impl Into<String>, resource: Resource, need: impl TryInto<u64>, limit: u64) -> Self {
@@ -243,6 +286,19 @@ impl Error {
     }
 }
 
+/// A number as a message shows it: Rust's `Display` writes floats in full
+/// decimal (1e300 as 301 digits), so a long one is rewritten in exponent
+/// form. The text round-trips, so parsing it back gives the same value and
+/// `{:e}` its shortest exponent form. Integers of up to 20 digits (every
+/// u64) and other text are left as they are.
+pub(crate) fn compact_number(text: String) -> String {
+    let long = if text.contains('.') { text.len() > 16 } else { text.len() > 20 };
+    match text.parse::<f64>() {
+        Ok(v) if long && v.is_finite() => format!("{v:e}"),
+        _ => text,
+    }
+}
+
 /// `text` with its lines joined by "; " and runs of blanks collapsed.
 pub(crate) fn one_line(text: &str) -> String {
     text.lines()
@@ -255,6 +311,26 @@ pub(crate) fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_numbers_are_shown_in_exponent_form() {
+        let e = Error::invalid("delta", 1e300f64, "must lie in (0, 1)");
+        assert_eq!(e.to_string(), "invalid delta = 1e300: must lie in (0, 1)");
+        assert_eq!(compact_number(1e-300f64.to_string()), "1e-300");
+        assert_eq!(compact_number(1e30f32.to_string()), "1e30");
+        assert_eq!(compact_number((-1.25e-20f64).to_string()), "-1.25e-20");
+        // Short numbers and other text stay as written.
+        for s in ["0.5", "-3", "1000000", "0.00000000015", "NaN", "inf", "[]", "18446744073709551615"] {
+            assert_eq!(compact_number(s.to_string()), s);
+        }
+    }
+
+    #[test]
+    fn sizes_read_as_units() {
+        assert_eq!(show_bytes(512), "512 bytes");
+        assert_eq!(show_bytes(4 << 40), "4.0 TiB");
+        assert_eq!(show_bytes(1536), "1.5 KiB");
+    }
 
     #[test]
     fn gpu_messages_are_one_line() {

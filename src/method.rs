@@ -63,7 +63,7 @@ pub enum Method {
     Linear,
     /// Positive random features (FAVOR+), seeded.
     Prf {
-        /// Random features m (default [`default_feature_count`], `ceil(d ln d)`).
+        /// Random features m (default [`default_feature_count`], `max(ceil(d ln d), 64)`).
         features: Option<usize>,
         /// Seed of W.
         seed: u64,
@@ -77,6 +77,17 @@ pub enum Method {
         /// Allowed max-norm distance to exact dense retrieval (> 0).
         tolerance: f64,
     },
+}
+
+/// The kernel families of ARCHITECTURE.md (`auto` is planned among the
+/// feature methods and dense).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Family {
+    Dense,
+    Topk,
+    Window,
+    Entmax,
+    Feature,
 }
 
 /// The highest polynomial degree [`Method::Poly`] accepts. Beyond it the
@@ -104,7 +115,24 @@ impl Method {
 
     /// Whether this is one of the two dense kernels.
     pub fn is_dense(self) -> bool {
-        matches!(self, Method::Dense | Method::DenseNaive)
+        self.family() == Family::Dense
+    }
+
+    /// Whether this is a kernel (feature-map) method: S and n built once per
+    /// bank, then each query answered from them (`auto` may become one).
+    pub fn is_kernel_method(self) -> bool {
+        self.family() == Family::Feature
+    }
+
+    /// The kernel family that runs it.
+    fn family(self) -> Family {
+        match self {
+            Method::Dense | Method::DenseNaive => Family::Dense,
+            Method::TopK { .. } | Method::Random { .. } => Family::Topk,
+            Method::Window { .. } => Family::Window,
+            Method::Sparsemax | Method::Entmax15 => Family::Entmax,
+            Method::Poly { .. } | Method::Linear | Method::Prf { .. } | Method::Auto { .. } => Family::Feature,
+        }
     }
 
     /// Check the method's own parameters. Errors name the field
@@ -196,11 +224,25 @@ pub(crate) enum FeatureKey {
     Prf { features: usize, seed: u64, orthogonal: bool, beta: u32 },
 }
 
-/// The default number of random features, `ceil(d ln d)`, at least 1 (so 1
-/// for d = 1, where `ln d = 0`).
+/// The fewest random features the default gives (see [`default_feature_count`]).
+const MIN_DEFAULT_FEATURES: usize = 64;
+
+/// The default number of random features, `max(ceil(d ln d), 64)`.
+///
+/// `ceil(d ln d)` alone (Performer's choice) gives one feature at d = 1 and
+/// two at d = 2. With one feature, `phi(x)` is a single positive number and
+/// `z = S^T phi(x) / <n, phi(x)> = S / n` is the same for every query. In
+/// general each kernel estimate averages m i.i.d. terms, with relative
+/// standard deviation `sqrt(e^|x' + y'|^2 - 1) / sqrt(m)` (FAVOR+,
+/// `x' = sqrt(beta) x`): about `1.3 / sqrt(m)` at `|x' + y'| = 1`. The floor
+/// of 64 brings that to ~16%, where the estimates start to rank memories
+/// the way the exact kernel does; below a few tens of features they mostly
+/// do not. `ceil(d ln d)` exceeds 64 from d = 22 on, so the floor only
+/// changes small d, where 64 features cost what a dense retrieval over 64
+/// memories per query costs.
 pub fn default_feature_count(d: usize) -> usize {
-    let d = d as f64;
-    ((d * d.ln()).ceil() as usize).max(1)
+    let df = d as f64;
+    ((df * df.ln()).ceil() as usize).max(MIN_DEFAULT_FEATURES)
 }
 
 /// The memory indices covered by query `l`'s window, in ascending order.
@@ -362,8 +404,10 @@ mod tests {
 
     #[test]
     fn default_feature_count_by_hand() {
-        // ceil(d ln d): d = 2 -> 1.39, 3 -> 3.30, 10 -> 23.03.
-        assert_eq!([1, 2, 3, 10].map(default_feature_count), [1, 2, 4, 24]);
+        // max(ceil(d ln d), 64): d = 10 -> 23.03, 21 -> 63.93, 22 -> 68.003,
+        // 23 -> 72.12, 100 -> 460.5.
+        assert_eq!([1, 2, 3, 10, 21].map(default_feature_count), [64; 5]);
+        assert_eq!([22, 23, 100].map(default_feature_count), [69, 73, 461]);
     }
 
     #[test]

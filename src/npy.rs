@@ -4,7 +4,12 @@
 //! Reading is strict: a file that is not exactly a C-order 2-D array of
 //! float32, float64 or uint8, with exactly as many data bytes as its shape
 //! needs, is an [`Error::BadFile`] whose message names what was wrong. No input
-//! file makes this module panic or allocate more than the file can fill.
+//! file makes this module panic or allocate more than the file can fill, and
+//! no input is read beyond what its header claims (plus one byte, to detect
+//! extra data). A claim that cannot fit in the memory available
+//! ([`crate::available_memory`]) is refused before any data is read, so a pipe whose
+//! header claims terabytes fails at once instead of being read until the
+//! process is killed.
 //!
 //! [`npyz`] parses the header and decodes the data. Before it sees the header,
 //! `guard_header` rejects the few headers that would make npyz panic or take
@@ -70,15 +75,34 @@ const MAX_HEADER_DEPTH: usize = 3;
 /// [`Error::Io`] if the file cannot be opened or read; [`Error::BadFile`] if it
 /// is not a `.npy` file, has a malformed header, is in Fortran order, is not
 /// 2-D, has an unsupported dtype, or holds fewer or more data bytes than its
-/// shape needs.
+/// shape needs; [`Error::HostMemory`] if its shape, as f32, needs more memory
+/// than is available.
 pub fn read_2d(path: &Path) -> Result<Array2> {
+    let file = File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    // The exact length of a regular file; none for a pipe, socket or device.
+    let len = file.metadata().ok().filter(std::fs::Metadata::is_file).map(|m| m.len());
+    read_from(BufReader::new(file), len, path)
+}
+
+/// [`read_2d`] from any reader (a pipe, a socket, bytes in memory), whose
+/// length is not known in advance; `name` names it in errors.
+///
+/// At most the bytes the header claims, plus one to detect extra data, are
+/// read, and a claim beyond the memory available is refused before any data
+/// is read ([`crate::check_host_memory`]).
+///
+/// # Errors
+/// As [`read_2d`], and [`Error::HostMemory`] for a shape whose f32 data would
+/// not fit in the memory available.
+pub fn read_2d_from(reader: impl Read, name: &Path) -> Result<Array2> {
+    read_from(BufReader::new(reader), None, name)
+}
+
+/// The reader behind [`read_2d`] and [`read_2d_from`]; `len` is the exact
+/// length of the input where it is known (a regular file).
+fn read_from(mut reader: impl Read, len: Option<u64>, path: &Path) -> Result<Array2> {
     let io_err = |source| Error::Io { path: path.to_path_buf(), source };
     let bad = |why: String| Error::BadFile { path: path.to_path_buf(), why };
-
-    let file = File::open(path).map_err(io_err)?;
-    // Only a hint for preallocation: it is 0 for pipes, and the header may lie.
-    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut reader = BufReader::new(file);
 
     let prefix = read_header_bytes(&mut reader).map_err(|e| match e {
         HeaderError::Io(source) => io_err(source),
@@ -125,11 +149,33 @@ pub fn read_2d(path: &Path) -> Result<Array2> {
     if count.checked_mul(size_of::<f32>()).is_none() {
         return Err(too_big());
     }
+    let needed = prefix.len() as u64 + data_bytes;
+    // A regular file's length is known: a short or long one is refused
+    // before its data is read.
+    match len {
+        Some(len) if len < needed => {
+            return Err(bad(format!(
+                "file ends after {} of {data_bytes} data bytes (shape {shape:?}, dtype {})",
+                len - prefix.len() as u64,
+                dtype_name(&dtype)
+            )));
+        }
+        Some(len) if len > needed => return Err(bad(extra_bytes(Some(len - needed), data_bytes, &shape, &dtype))),
+        _ => {}
+    }
+    // The data read comes to `count` f32 values, whatever the input: refuse
+    // before reading when that cannot fit (a pipe claiming terabytes would
+    // otherwise be read until the process is killed).
+    crate::host::check_allocation(
+        || format!("{}: shape {shape:?} (as f32)", path.display()),
+        (count as u64).checked_mul(size_of::<f32>() as u64),
+    )?;
 
     // Never trust the header for an allocation: reserve at most what the file
     // can hold, so a 100-byte file claiming 10^12 elements fails on reading,
-    // not on allocating.
-    let capacity = file_len.saturating_sub(prefix.len() as u64) / kind.size();
+    // not on allocating. Where the length is unknown the vector grows as data
+    // arrives.
+    let capacity = len.unwrap_or(0).saturating_sub(prefix.len() as u64) / kind.size();
     let capacity = usize::try_from(capacity).unwrap_or(usize::MAX).min(count);
 
     let mut counted = Counting { inner: reader, bytes: 0 };
@@ -160,24 +206,29 @@ pub fn read_2d(path: &Path) -> Result<Array2> {
     let mut probe = Vec::with_capacity(1);
     counted.inner.take(1).read_to_end(&mut probe).map_err(io_err)?;
     if !probe.is_empty() {
-        let needed = prefix.len() as u64 + data_bytes;
-        let size = match file_len.checked_sub(needed) {
-            Some(1) => "1 extra byte".to_string(),
-            Some(n) if n > 1 => format!("{n} extra bytes"),
-            _ => "extra bytes".to_string(),
-        };
-        return Err(bad(format!(
-            "file has {size} after the {data_bytes} data bytes that shape {shape:?} \
-             of dtype {} needs",
-            dtype_name(&dtype)
-        )));
+        return Err(bad(extra_bytes(None, data_bytes, &shape, &dtype)));
     }
 
     Ok(Array2 { rows, cols, data })
 }
 
+/// The message for data beyond what the shape needs (`extra` bytes of it,
+/// where known).
+fn extra_bytes(extra: Option<u64>, data_bytes: u64, shape: &[u64], dtype: &DType) -> String {
+    let size = match extra {
+        Some(1) => "1 extra byte".to_string(),
+        Some(n) => format!("{n} extra bytes"),
+        None => "extra bytes".to_string(),
+    };
+    format!(
+        "file has {size} after the {data_bytes} data bytes that shape {shape:?} of dtype {} needs",
+        dtype_name(dtype)
+    )
+}
+
 /// Write f32 data as a 2-D C-order `.npy` file (version 1.0 header, dtype
-/// `<f4`), replacing any existing file.
+/// `<f4`), replacing any existing file atomically (every writer here does:
+/// on failure `path` is left as it was and no partial file remains).
 ///
 /// # Errors
 /// [`Error::ShapeMismatch`] if `data.len() != rows * cols`; [`Error::Io`] if the
@@ -434,35 +485,160 @@ fn dtype_name(dtype: &DType) -> String {
 
 /// Check the shape of 2-D data, then write it.
 fn write_2d<T: npyz::Serialize>(path: &Path, rows: usize, cols: usize, data: &[T], dtype: &'static str) -> Result<()> {
-    let expected = rows.checked_mul(cols);
-    if expected != Some(data.len()) {
-        return Err(Error::ShapeMismatch {
-            what: format!("values given for {} vs rows x cols = {rows} x {cols}", path.display()),
-            expected: expected.unwrap_or(usize::MAX),
-            got: data.len(),
-        });
-    }
+    check_2d(path, rows, cols, data.len())?;
     write_nd(path, &[rows as u64, cols as u64], data, dtype)
 }
 
+/// `len` values for a `rows x cols` array bound for `path`.
+fn check_2d(path: &Path, rows: usize, cols: usize, len: usize) -> Result<()> {
+    let expected = rows.checked_mul(cols);
+    if expected != Some(len) {
+        return Err(Error::ShapeMismatch {
+            what: format!("values given for {} vs rows x cols = {rows} x {cols}", path.display()),
+            expected: expected.unwrap_or(usize::MAX),
+            got: len,
+        });
+    }
+    Ok(())
+}
+
 /// Write `data` (whose length the caller has checked against `shape`) as a
-/// C-order `.npy` file of the given little-endian dtype.
+/// C-order `.npy` file of the given little-endian dtype, atomically: staged
+/// ([`stage_nd`]), then committed.
 fn write_nd<T: npyz::Serialize>(path: &Path, shape: &[u64], data: &[T], dtype: &'static str) -> Result<()> {
+    stage_nd(path, shape, data, dtype)?.commit()
+}
+
+/// A complete output file, written and synced under a temporary name beside
+/// its target, not yet visible there. [`Staged::commit`] renames it over the
+/// target; dropping it instead deletes it and leaves the target as it was.
+///
+/// Staging every output of a run before committing any lets a run that fails
+/// on its third file leave the first two untouched too.
+///
+/// A target that exists and is neither a regular file nor a directory (a
+/// pipe, a terminal, `/dev/null`, `/dev/stdout`) cannot be renamed over: its
+/// bytes are kept in memory and written to it in place on commit. A symlink
+/// to a regular file is followed, so the link survives and its target is
+/// replaced.
+#[derive(Debug)]
+pub struct Staged {
+    inner: StagedInner,
+    path: std::path::PathBuf,
+}
+
+#[derive(Debug)]
+enum StagedInner {
+    /// A temporary file in `target`'s directory.
+    File { tmp: tempfile::NamedTempFile, target: std::path::PathBuf },
+    /// The encoded file, for a stream target.
+    Stream(Vec<u8>),
+}
+
+impl Staged {
+    /// Make the staged file the target's contents: a rename (atomic within
+    /// a directory), or one write for a stream.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the rename or write fails (the target is a
+    /// directory, the directory went away); a temporary file is then removed.
+    pub fn commit(self) -> Result<()> {
+        let io_err = |source| Error::Io { path: self.path.clone(), source };
+        match self.inner {
+            StagedInner::File { tmp, target } => {
+                tmp.persist(&target).map_err(|e| io_err(e.error))?;
+            }
+            StagedInner::Stream(bytes) => {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().write(true).open(&self.path).map_err(io_err)?;
+                f.write_all(&bytes).and_then(|()| f.flush()).map_err(io_err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The path the file will have once committed.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// [`write_f32_2d`], staged: nothing is visible at `path` until
+/// [`Staged::commit`].
+///
+/// # Errors
+/// As [`write_f32_2d`].
+pub fn stage_f32_2d(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Result<Staged> {
+    check_2d(path, rows, cols, data.len())?;
+    stage_nd(path, &[rows as u64, cols as u64], data, "<f4")
+}
+
+/// [`write_f32_1d`], staged.
+///
+/// # Errors
+/// As [`write_f32_1d`].
+pub fn stage_f32_1d(path: &Path, data: &[f32]) -> Result<Staged> {
+    stage_nd(path, &[data.len() as u64], data, "<f4")
+}
+
+/// [`write_i32_2d`], staged.
+///
+/// # Errors
+/// As [`write_i32_2d`].
+pub fn stage_i32_2d(path: &Path, rows: usize, cols: usize, data: &[i32]) -> Result<Staged> {
+    check_2d(path, rows, cols, data.len())?;
+    stage_nd(path, &[rows as u64, cols as u64], data, "<i4")
+}
+
+/// The data go to a temporary file in the target's directory, which is
+/// flushed and synced. A failure at any point (a full disk, a size limit)
+/// removes the temporary file and leaves `path` as it was, so a failed run
+/// never leaves a partial output nor harms an existing file. The new file
+/// gets the permissions `File::create` would give a new file (0o666 less the
+/// umask), not those of a file it replaces. Streams: see [`Staged`].
+fn stage_nd<T: npyz::Serialize>(path: &Path, shape: &[u64], data: &[T], dtype: &'static str) -> Result<Staged> {
     let io_err = |source| Error::Io { path: path.to_path_buf(), source };
+    let target = match std::fs::metadata(path) {
+        // Through any symlinks, so that the rename replaces the file, not the link.
+        Ok(m) if m.is_file() => std::fs::canonicalize(path).map_err(io_err)?,
+        Ok(m) if !m.is_dir() => {
+            let mut bytes = Vec::new();
+            encode(&mut bytes, shape, data, dtype).map_err(io_err)?;
+            return Ok(Staged { inner: StagedInner::Stream(bytes), path: path.to_path_buf() });
+        }
+        // New, or a directory (the rename then fails, naming it).
+        _ => path.to_path_buf(),
+    };
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".hopfield-gpu-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    // Dropping `tmp` on an early return deletes the temporary file.
+    let tmp = builder.tempfile_in(dir).map_err(io_err)?;
+    encode(BufWriter::new(tmp.as_file()), shape, data, dtype).map_err(io_err)?;
+    // Errors a filesystem reports only on sync (quota, NFS) come out here,
+    // before the rename makes the file visible.
+    tmp.as_file().sync_all().map_err(io_err)?;
+    Ok(Staged { inner: StagedInner::File { tmp, target }, path: path.to_path_buf() })
+}
+
+/// Encode `data` as a C-order `.npy` file of the given little-endian dtype.
+fn encode<T: npyz::Serialize>(out: impl io::Write, shape: &[u64], data: &[T], dtype: &'static str) -> io::Result<()> {
     // Little-endian whatever the host, so files are byte-identical everywhere.
     let dtype: TypeStr = dtype.parse().expect("dtype strings in this file are valid");
-    let file = File::create(path).map_err(io_err)?;
-    let mut writer = npyz::WriteOptions::new()
-        .dtype(DType::Plain(dtype))
-        .shape(shape)
-        .writer(BufWriter::new(file))
-        .begin_nd()
-        .map_err(io_err)?;
+    let mut writer = npyz::WriteOptions::new().dtype(DType::Plain(dtype)).shape(shape).writer(out).begin_nd()?;
     for value in data {
-        writer.push(value).map_err(io_err)?;
+        writer.push(value)?;
     }
     // `finish` checks the element count and flushes; dropping would hide errors.
-    writer.finish().map_err(io_err)
+    writer.finish()
 }
 
 #[cfg(test)]

@@ -281,7 +281,14 @@ pub fn plan(stats: &ProblemStats, tolerance: f64, max_state_bytes: u64) -> Resul
             flops: None,
             error_bound: None,
             feasible: false,
-            reason: e.to_string(),
+            // The delta here is the planner's own share of the tolerance,
+            // not a flag the user gave: say so rather than "invalid --delta".
+            reason: match e {
+                Error::InvalidParameter { name: "delta", value, why } => {
+                    format!("at delta_A = {value} (the planner's share of the tolerance): {why}")
+                }
+                other => other.to_string(),
+            },
             poly: None,
         },
     });
@@ -401,6 +408,16 @@ mod tests {
         let p = plan(&stats(4.0, 1 << 14, 2, 1), 1e-2, 1 << 27).unwrap();
         assert_eq!(p.choice, Method::Dense, "{p}");
         assert!(!p.efficiency.b_is_small);
+    }
+
+    #[test]
+    fn an_excluded_polynomial_does_not_blame_a_flag() {
+        // Issue 8 §6.16: with B = 255 (uint8 pixels) no polynomial fits, and
+        // the plan said "invalid --delta" although the user gave no --delta.
+        let p = plan(&stats(255.0, 100, 8, 1), 1e-2, 1 << 27).unwrap();
+        let reason = &p.candidates[1].reason;
+        assert!(!p.candidates[1].feasible, "{p}");
+        assert!(!reason.contains("invalid") && reason.contains("planner's share"), "{reason}");
     }
 
     #[test]

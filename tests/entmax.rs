@@ -18,41 +18,13 @@
 
 mod common;
 
-use common::{assert_close, bank, ctx, random, small_binding_ctx};
+use common::{assert_close, assert_support, bank, ctx, random, small_binding_ctx, with_support as opts};
 use hopfield_gpu::cpu::{self, Matrix};
 use hopfield_gpu::tolerance::Tolerance;
 use hopfield_gpu::{Context, MemoryBank, Method, Retrieval, RetrieveOptions};
 
 const Z_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
 const E_TOL: Tolerance = Tolerance::new(1e-4, 1e-5);
-
-fn opts(method: Method, beta: f32) -> RetrieveOptions {
-    let mut o = RetrieveOptions::dense(beta).method(method);
-    o.support = true;
-    o
-}
-
-/// Reference supports (ascending) padded with -1 to `width`, row-major.
-fn padded(support: &[Vec<usize>], width: usize) -> Vec<i32> {
-    let mut out = Vec::with_capacity(support.len() * width);
-    for s in support {
-        let mut row: Vec<i32> = s.iter().map(|&i| i as i32).collect();
-        assert!(row.windows(2).all(|w| w[0] < w[1]), "reference support not ascending: {row:?}");
-        row.resize(width, -1);
-        out.extend(row);
-    }
-    out
-}
-
-fn assert_support(what: &str, got: &Retrieval, want: &[Vec<usize>], width: usize) {
-    let s = got.support.as_ref().expect("support asked for");
-    assert_eq!(s.width, width, "{what}: support width");
-    let want = padded(want, width);
-    for (q, (g, w)) in s.indices.chunks(width).zip(want.chunks(width)).enumerate() {
-        assert_eq!(g, w, "{what}: support of query {q}");
-    }
-    assert_eq!(s.indices.len(), want.len(), "{what}: support length");
-}
 
 /// The reference map of a method of this family.
 fn map_of(method: Method) -> cpu::entmax::Map {
@@ -197,5 +169,64 @@ fn sparsemax_and_entmax_over_a_chunked_bank() {
     for map in [Method::Sparsemax, Method::Entmax15] {
         let got = check_entmax(&small, &xi, m, d, &x, None, 1.5, map, Z_TOL);
         assert_eq!(got.z.len(), l * d);
+    }
+}
+
+/// Issue 8 §6.1: from a top score of ~2^24 the threshold fell below the
+/// top's f32 spacing and was lost (every weight 0, support empty, exit 0).
+/// d = 1, beta = 1, query 1: the scores are the memories, exact in f32 (each
+/// gap a multiple of the spacing at that scale); identity values make z the
+/// weight row. Ties and near-ties give thresholds that are not integers
+/// (sparsemax -1/2, entmax -1/sqrt(2), ...), which is what the bug lost.
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn sparsemax_and_entmax_at_huge_scores_keep_the_threshold() {
+    // (top score, gaps below it): at 1e4 distinct scores with supports of 2;
+    // at 1e7 (spacing 1), 1.7e7 (spacing 2) and 1e9 (spacing 64) a tie at
+    // the top plus gaps.
+    let cases: [(f32, [f32; 4]); 4] = [
+        (1e4, [0.0, 0.5, 2.0, 5.0]),
+        (1e7, [0.0, 1.0, 10.0, 0.0]),
+        (1.7e7, [0.0, 2.0, 2.0, 0.0]),
+        (1e9, [0.0, 64.0, 640.0, 0.0]),
+    ];
+    let eye: Vec<f32> = (0..16).map(|i| if i % 5 == 0 { 1.0 } else { 0.0 }).collect();
+    for map in [Method::Sparsemax, Method::Entmax15] {
+        for (top, gaps) in cases {
+            let xi: Vec<f32> = gaps.iter().map(|g| top - g).collect();
+            assert!(xi.iter().zip(&gaps).all(|(&x, &g)| f64::from(top) - f64::from(x) == f64::from(g)), "{xi:?}");
+            // The weights are computed in f32 from exact scores: ~1e-7 each.
+            let got = check_entmax(ctx(), &xi, 4, 1, &[1.0], Some((&eye, 4)), 1.0, map, Tolerance::new(1e-6, 1e-6));
+            let width = got.support.unwrap().indices.iter().filter(|&&i| i >= 0).count();
+            assert!(width >= 2, "{map:?} at {top:e}: support of {width}, the case should need a real threshold");
+        }
+    }
+    // One-hot at 1.7e7 (the issue's minimal case): memory 1, query 1.
+    for map in [Method::Sparsemax, Method::Entmax15] {
+        let got = check_entmax(ctx(), &[1.0], 1, 1, &[1.0], None, 1.7e7, map, Tolerance::new(1e-6, 1e-6));
+        assert_eq!(got.z, vec![1.0]);
+    }
+}
+
+/// Issue 8 §6.1, the realistic case: 100 random uint8 "images" of 784
+/// pixels at beta 1 (scores ~1.3e7 between images, ~1.7e7 for an image with
+/// itself); five stored images as queries each retrieve themselves.
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn sparsemax_and_entmax_on_uint8_images_at_beta_one() {
+    use rand::{Rng, SeedableRng};
+    let (m, d) = (100, 784);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let xi: Vec<f32> = (0..m * d).map(|_| f32::from(rng.random_range(0..=255u8))).collect();
+    let picks = [0, 17, 42, 63, 99];
+    let x: Vec<f32> = picks.iter().flat_map(|&i| xi[i * d..(i + 1) * d].to_vec()).collect();
+    for map in [Method::Sparsemax, Method::Entmax15] {
+        // The weights are exactly one-hot (gaps of ~1e6 against rounding of a
+        // few units), so z is the stored image up to f32 rounding of 255.
+        let got = check_entmax(ctx(), &xi, m, d, &x, None, 1.0, map, Tolerance::new(1e-3, 1e-6));
+        let s = got.support.unwrap();
+        for (q, &i) in picks.iter().enumerate() {
+            assert_eq!(s.indices[q * m], i as i32, "{map:?} query {q}");
+        }
     }
 }

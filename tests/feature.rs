@@ -388,3 +388,56 @@ fn bench_runs_poly_and_auto_single_configurations() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("sqrt(ln tau)") && err.contains("choice: poly"), "{err}");
 }
+
+/// Issue 8 §6.3: `--features 1000000000` tried to allocate W (64 GB) before
+/// any size check and aborted; 1e8 spent 25 s and 6.4 GB before refusing,
+/// with a message ("m and d must stay below 24968") that read oddly at
+/// d = 8. Every size is now checked before W is drawn.
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn huge_feature_counts_are_refused_before_drawing_w() {
+    let ctx = ctx();
+    let c = Case::new(150, 8, 20, 3, None, 0.5);
+    let bank = c.bank(ctx);
+    for features in [100_000_000, 1_000_000_000, usize::MAX / 2] {
+        for orthogonal in [false, true] {
+            let method = Method::Prf { features: Some(features), seed: 0, orthogonal };
+            let err = ctx.retrieve(&bank, &c.x, &opts(method, 1.0)).unwrap_err();
+            assert!(matches!(err, Error::DeviceLimit { .. }), "{features}: {err}");
+            let msg = err.to_string();
+            assert!(msg.contains(&features.to_string()) && msg.contains("at most"), "{msg}");
+            assert!(!msg.contains("m and d"), "{msg}");
+        }
+    }
+    // With bindings of 4 KiB, S and n ([r, d + 1] f32) of 200 features need
+    // 7200 bytes, and W of 100 features at d = 8 fits but S (3600) too: the
+    // first is refused, the second runs.
+    let small = small_binding_ctx();
+    let bank = c.bank(&small);
+    let err = small
+        .retrieve(&bank, &c.x, &opts(Method::Prf { features: Some(200), seed: 0, orthogonal: false }, 1.0))
+        .unwrap_err();
+    assert!(matches!(err, Error::DeviceLimit { .. }) && err.to_string().contains("at most r = 113"), "{err}");
+    small.retrieve(&bank, &c.x, &opts(Method::Prf { features: Some(100), seed: 0, orthogonal: false }, 1.0)).unwrap();
+}
+
+/// Issue 8 §6.15: at d = 1 the default was ceil(d ln d) = 1 feature, with
+/// which every query gets the same output (S / n). The default now has a
+/// floor of 64 features; the GPU matches its reference with that W, and
+/// different queries get different answers, as under dense retrieval.
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn prf_default_at_d_1_tells_queries_apart() {
+    let ctx = ctx();
+    let (xi, x) = ([-1.0f32, -0.5, 0.5, 1.0], [-1.0f32, 1.0]);
+    let bank = MemoryBank::new(ctx, &xi, 4, 1).unwrap();
+    let got = ctx.retrieve(&bank, &x, &opts(Method::Prf { features: None, seed: 5, orthogonal: false }, 0.5)).unwrap();
+    let m = hopfield_gpu::default_feature_count(1);
+    assert_eq!(m, 64);
+    let w = cpu::feature::prf_projection(1, m, 5, false).unwrap();
+    let (q, mem) = (Matrix::from_f32(2, 1, &x), Matrix::from_f32(4, 1, &xi));
+    let want = cpu::feature::prf(&q, &mem, &mem, 0.5, &w);
+    assert_close("prf d = 1", &got.z, &want.data, Tolerance::new(2e-5, 2e-5));
+    // Dense gives -/+0.30 here; one feature gave the same value twice.
+    assert!(got.z[0] < -0.1 && got.z[1] > 0.1, "{:?}", got.z);
+}

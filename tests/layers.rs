@@ -15,12 +15,14 @@ use std::path::{Path, PathBuf};
 /// 5 the kernels; 6 retrieval. The command line (`src/cli`, a separate
 /// binary crate) and a Python package sit above and see only the public API.
 /// The longest listed prefix of a path decides, so a module can place its
-/// submodules on other layers (`layer` device-free, `layer::gpu` with the kernels).
+/// submodules on other layers (`layer` device-free, `layer::gpu` with the
+/// driver, so that a layer's forward pass can record through it).
 const LAYERS: &[(&str, u8, bool)] = &[
     ("error", 0, false),
     ("method", 1, false),
     ("npy", 1, false),
     ("tolerance", 1, false),
+    ("host", 1, false),
     ("feature", 2, false),
     ("stats", 2, false),
     ("planner", 2, false),
@@ -32,7 +34,7 @@ const LAYERS: &[(&str, u8, bool)] = &[
     ("shaders", 3, true),
     ("bank", 4, true),
     ("kernels", 5, true),
-    ("layer::gpu", 5, true),
+    ("layer::gpu", 6, true),
     ("retrieve", 6, true),
     // The tuner checks candidates against the reference before it times
     // them: like bench, a harness above the device side, not part of it.
@@ -114,19 +116,36 @@ fn expand(tree: &str) -> Vec<String> {
     }
 }
 
-/// Every crate-relative path the file names, resolved against its module;
-/// a `mod tests` block at the end of a file is one module further down.
+/// Every crate-relative path the file names, each resolved against the
+/// module it is written in: inline `mod name { ... }` blocks (closed by a
+/// `}` at their own indentation) are one module further down.
 fn file_imports(text: &str, module: &[String]) -> BTreeSet<Vec<String>> {
-    match text.find("#[cfg(test)]\nmod tests {") {
-        Some(at) => {
-            let mut tests = module.to_vec();
-            tests.push("tests".into());
-            let mut out = imports(&text[..at], module);
-            out.extend(imports(&text[at..], &tests));
-            out
+    let mut out = BTreeSet::new();
+    // (module path, indentation of its `mod` line, text so far)
+    let mut stack: Vec<(Vec<String>, usize, String)> = vec![(module.to_vec(), usize::MAX, String::new())];
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let t = line.trim();
+        let t = t.strip_prefix("pub(crate) ").or_else(|| t.strip_prefix("pub ")).unwrap_or(t);
+        if let Some(name) = t.strip_prefix("mod ").and_then(|r| r.strip_suffix(" {")) {
+            let mut inner = stack.last().expect("the file's module").0.clone();
+            inner.push(name.to_string());
+            stack.push((inner, indent, String::new()));
+            continue;
         }
-        None => imports(text, module),
+        if t == "}" && stack.len() > 1 && stack.last().is_some_and(|s| s.1 == indent) {
+            let (m, _, body) = stack.pop().expect("an inline module");
+            out.extend(imports(&body, &m));
+            continue;
+        }
+        let top = stack.last_mut().expect("the file's module");
+        top.2.push_str(line);
+        top.2.push('\n');
     }
+    for (m, _, body) in stack {
+        out.extend(imports(&body, &m));
+    }
+    out
 }
 
 /// Every crate-relative path `text` names: use trees and inline
@@ -244,8 +263,9 @@ fn the_scanner_sees_what_it_must() {
     let text = "use crate::{kernels::dense::{Tile, x}, error::Error};\n\
                 // use crate::retrieve::Nothing;\n\
                 let a = crate::cpu::dot(b, c);\n\
-                use super::super::method::Method;";
-    let got = imports(text, &["kernels".into(), "dense".into()]);
+                use super::super::method::Method;\n\
+                mod tests {\n    use super::Tile;\n}";
+    let got = file_imports(text, &["kernels".into(), "dense".into()]);
     let want: BTreeSet<Vec<String>> = [
         vec!["kernels", "dense", "Tile"],
         vec!["kernels", "dense", "x"],
@@ -259,5 +279,5 @@ fn the_scanner_sees_what_it_must() {
     assert_eq!(got, want);
     // An upward import is caught.
     assert!(layer_of(&["retrieve".into()]).unwrap().1 > layer_of(&["kernels".into(), "dense".into()]).unwrap().1);
-    assert_eq!(layer_of(&["layer".into(), "gpu".into(), "forward".into()]).map(|l| l.1), Some(5));
+    assert_eq!(layer_of(&["layer".into(), "gpu".into(), "forward".into()]).map(|l| l.1), Some(6));
 }

@@ -39,7 +39,7 @@ fn grid(seed: u64, rows: usize, cols: usize) -> Vec<f32> {
 
 /// Retrieve with `method` on the GPU (with support output) and compare z and
 /// the supports with the reference. `values` are separate values (hetero).
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "a test case is its data, its method and what to check")]
 fn check_with(
     ctx: &Context,
     what: &str,

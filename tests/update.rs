@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{assert_close, bank, ctx, random};
+use common::{assert_close, assert_support, bank, ctx, random};
 use hopfield_gpu::cpu::{self, Matrix};
 use hopfield_gpu::tolerance::Tolerance;
 use hopfield_gpu::{window_range, Error, MemoryBank, Method, RetrieveOptions};
@@ -74,13 +74,8 @@ fn window_dynamics_match_reference() {
     }
     assert!(r.steps.iter().any(|&s| s > 1), "steps {:?}", r.steps);
     // The support of a window depends on the query's index only.
-    let s = r.support.as_ref().expect("support asked for");
-    assert_eq!(s.width, width);
-    for q in 0..l {
-        let mut want: Vec<i32> = window_range(q, l, m, width).map(|i| i as i32).collect();
-        want.resize(width, -1);
-        assert_eq!(&s.indices[q * width..(q + 1) * width], &want[..], "window dynamics: support of query {q}");
-    }
+    let supports: Vec<Vec<usize>> = (0..l).map(|q| window_range(q, l, m, width).collect()).collect();
+    assert_support("window dynamics", &r, &supports, width);
 }
 
 #[test]

@@ -11,41 +11,13 @@
 
 mod common;
 
-use common::{assert_close, bank, ctx, random, small_binding_ctx};
+use common::{assert_close, assert_support, bank, ctx, random, small_binding_ctx, with_support as opts};
 use hopfield_gpu::cpu::{self, Matrix};
 use hopfield_gpu::tolerance::Tolerance;
-use hopfield_gpu::{default_window, window_range, Context, MemoryBank, Method, Retrieval, RetrieveOptions};
+use hopfield_gpu::{default_window, window_range, Context, MemoryBank, Method};
 
 const Z_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
 const E_TOL: Tolerance = Tolerance::new(1e-4, 1e-5);
-
-fn opts(method: Method, beta: f32) -> RetrieveOptions {
-    let mut o = RetrieveOptions::dense(beta).method(method);
-    o.support = true;
-    o
-}
-
-/// Reference supports (ascending) padded with -1 to `width`, row-major.
-fn padded(support: &[Vec<usize>], width: usize) -> Vec<i32> {
-    let mut out = Vec::with_capacity(support.len() * width);
-    for s in support {
-        let mut row: Vec<i32> = s.iter().map(|&i| i as i32).collect();
-        assert!(row.windows(2).all(|w| w[0] < w[1]), "reference support not ascending: {row:?}");
-        row.resize(width, -1);
-        out.extend(row);
-    }
-    out
-}
-
-fn assert_support(what: &str, got: &Retrieval, want: &[Vec<usize>], width: usize) {
-    let s = got.support.as_ref().expect("support asked for");
-    assert_eq!(s.width, width, "{what}: support width");
-    let want = padded(want, width);
-    for (q, (g, w)) in s.indices.chunks(width).zip(want.chunks(width)).enumerate() {
-        assert_eq!(g, w, "{what}: support of query {q}");
-    }
-    assert_eq!(s.indices.len(), want.len(), "{what}: support length");
-}
 
 /// One window retrieval against the reference: z, support, energy.
 fn check_window(ctx: &Context, d: usize, m: usize, l: usize, width: Option<usize>, dv: Option<usize>, seed: u64) {

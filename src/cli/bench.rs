@@ -33,22 +33,22 @@ pub struct Args {
     #[command(flatten)]
     flags: MethodFlags,
     /// Pattern dimension of the single configuration.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::count, allow_hyphen_values = true)]
     d: Option<usize>,
     /// Number of memories of the single configuration.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::count, allow_hyphen_values = true)]
     m: Option<usize>,
     /// Number of queries of the single configuration.
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::count, allow_hyphen_values = true)]
     l: Option<usize>,
     /// Inverse temperature (default 1/sqrt(d), which keeps scores of order one).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::float32, allow_hyphen_values = true)]
     beta: Option<f32>,
     /// Timed runs per configuration (after one warm-up run).
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse::count, allow_hyphen_values = true)]
     repeats: Option<usize>,
     /// Updates per retrieval.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::parse::steps, allow_hyphen_values = true)]
     steps: u32,
     /// Sweep tau = M = L by doublings for dense and poly at fixed d, B and
     /// delta_A (--d, default 4; --scale, --delta, --beta; --max-tau),
@@ -56,13 +56,13 @@ pub struct Args {
     #[arg(long)]
     scaling: bool,
     /// Largest tau of the --scaling sweep.
-    #[arg(long, value_name = "TAU", default_value_t = 4096)]
+    #[arg(long, value_name = "TAU", default_value_t = 4096, value_parser = super::parse::count, allow_hyphen_values = true)]
     max_tau: usize,
     /// Smallest tau of the --scaling sweep.
-    #[arg(long, value_name = "TAU", default_value_t = 512)]
+    #[arg(long, value_name = "TAU", default_value_t = 512, value_parser = super::parse::count, allow_hyphen_values = true)]
     min_tau: usize,
     /// Data are uniform in [-scale, scale] (so B = scale), default 1; for --scaling 0.5.
-    #[arg(long, value_name = "B")]
+    #[arg(long, value_name = "B", value_parser = super::parse::float32, allow_hyphen_values = true)]
     scale: Option<f32>,
     /// Kernel configurations to run every row with, comma-separated, side
     /// by side in this one run: `current` (the context's: the tuner's cached
@@ -196,14 +196,10 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     }
     let single = args.method.is_some() || args.d.is_some() || args.m.is_some() || args.l.is_some();
     let configs = if single {
+        // The parsers refused 0 and negative sizes.
         let d = args.d.unwrap_or(64);
         let m = args.m.unwrap_or(4096);
         let l = args.l.unwrap_or(4096);
-        for (flag, v) in [("--d", d), ("--m", m), ("--l", l)] {
-            if v == 0 {
-                return Err(CliError::Usage { flag, why: "must be at least 1".into() });
-            }
-        }
         vec![Config {
             method: args.flags.method(args.method.unwrap_or(MethodArg::Dense))?,
             d,
@@ -217,6 +213,12 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
             wall: false,
         }]
     } else {
+        if args.scale.is_some() {
+            return Err(CliError::Usage {
+                flag: "--scale",
+                why: "applies to a single configuration or --scaling".into(),
+            });
+        }
         let mut suite = default_suite();
         for c in &mut suite {
             c.repeats = args.repeats.unwrap_or(c.repeats);
@@ -225,12 +227,18 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
         }
         suite
     };
-    if configs.iter().any(|c| c.repeats == 0) {
-        return Err(CliError::Usage { flag: "--repeats", why: "must be at least 1".into() });
+    // Every configuration is checked whole before the device is touched or
+    // anything is allocated.
+    for c in &configs {
+        validate(c)?;
+    }
+    let named = parse_configs(&args.config)?;
+    if args.f16 && configs.iter().any(|c| c.method != Method::Dense) {
+        return Err(CliError::Usage { flag: "--f16", why: "f16 storage serves --method dense only".into() });
     }
 
     let ctx = super::context(device)?;
-    let kernels = kernel_configs(&ctx, &args.config)?;
+    let kernels = kernel_configs(&ctx, named)?;
     let report = ctx.report();
     if !args.json {
         println!(
@@ -263,12 +271,32 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     Ok(())
 }
 
-fn random(rng: &mut rand::rngs::StdRng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|_| rng.random_range(-scale..=scale)).collect()
+/// Refuse a configuration that cannot run, before any allocation: its
+/// options (beta, steps), a scale that is not a positive finite number
+/// (rand's range would panic on it), and sizes whose host buffers overflow
+/// or exceed the memory available.
+fn validate(c: &Config) -> Result<(), CliError> {
+    if !(c.scale.is_finite() && c.scale > 0.0) {
+        return Err(CliError::Usage { flag: "--scale", why: format!("must be finite and > 0, got {:e}", c.scale) });
+    }
+    let beta = c.beta.unwrap_or(1.0 / (c.d as f32).sqrt());
+    RetrieveOptions { method: c.method, beta, max_steps: c.steps, eps: 0.0, energy: false, support: false }
+        .validate()?;
+    hopfield_gpu::check_host_memory(|| format!("bench with d = {}, M = {}, L = {}", c.d, c.m, c.l), host_bytes(c))?;
+    Ok(())
 }
 
-fn is_feature(m: Method) -> bool {
-    matches!(m, Method::Poly { .. } | Method::Linear | Method::Prf { .. } | Method::Auto { .. })
+/// Host bytes one configuration holds at once: memories and queries in f32,
+/// the memories again in f64 for the reference, and z. `None` on overflow.
+fn host_bytes(c: &Config) -> Option<u64> {
+    let (d, m, l) = (c.d as u64, c.m as u64, c.l as u64);
+    let md = m.checked_mul(d)?;
+    let ld = l.checked_mul(d)?;
+    md.checked_mul(12)?.checked_add(ld.checked_mul(8)?)
+}
+
+fn random(rng: &mut rand::rngs::StdRng, n: usize, scale: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-scale..=scale)).collect()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -276,43 +304,74 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-/// The configurations `--config` names, in order.
-fn kernel_configs(ctx: &Context, list: &str) -> Result<Vec<Arc<KernelConfig>>, CliError> {
+/// A configuration `--config` names, read before the device is opened.
+enum Named {
+    Current,
+    Default,
+    Tuned,
+    Given(KernelConfig),
+}
+
+/// Parse `--config` without a device: the four names, or JSON files (a
+/// configuration, or a tuner cache entry).
+fn parse_configs(list: &str) -> Result<Vec<(String, Named)>, CliError> {
     let usage = |why: String| CliError::Usage { flag: "--config", why };
     let mut out = Vec::new();
     for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let cfg = match name {
-            "current" => {
+        let named = match name {
+            "current" => Named::Current,
+            "default" => Named::Default,
+            "tuned" => Named::Tuned,
+            "legacy" => Named::Given(KernelConfig::legacy()),
+            path => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    usage(format!("{path:?} is none of current, default, tuned, legacy, and not a readable file: {e}"))
+                })?;
+                Named::Given(match serde_json::from_str::<KernelConfig>(&text) {
+                    Ok(c) => c,
+                    Err(_) => serde_json::from_str::<cache::CacheEntry>(&text)
+                        .map_err(|e| usage(format!("{path}: neither a kernel configuration nor a tuner cache entry: {e}")))?
+                        .config,
+                })
+            }
+        };
+        out.push((name.to_string(), named));
+    }
+    if out.is_empty() {
+        return Err(usage("names no configuration".into()));
+    }
+    Ok(out)
+}
+
+/// The configurations `--config` named, on this device, in order.
+fn kernel_configs(ctx: &Context, named: Vec<(String, Named)>) -> Result<Vec<Arc<KernelConfig>>, CliError> {
+    let usage = |why: String| CliError::Usage { flag: "--config", why };
+    let mut out = Vec::new();
+    for (name, n) in named {
+        let cfg = match n {
+            Named::Current => {
                 let mut c = (*ctx.config()).clone();
                 if c.name == "default" || c.name == "tuned" {
                     c.name = format!("current ({})", c.name);
                 }
                 c
             }
-            "default" => KernelConfig::defaults(ctx.caps()),
-            "legacy" => KernelConfig::legacy(),
-            "tuned" => {
+            Named::Default => KernelConfig::defaults(ctx.caps()),
+            Named::Tuned => {
                 let dir = ctx.cache_dir().ok_or_else(|| usage("this platform has no cache directory".into()))?;
                 cache::load(dir, &ctx.cache_key())
-                    .ok_or_else(|| usage(format!("no tuned configuration for this device in {}: run `hopfield-gpu tune` first", dir.display())))?
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "no tuned configuration for this device in {}: run `hopfield-gpu tune` first",
+                            dir.display()
+                        ))
+                    })?
                     .config
             }
-            path => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| usage(format!("{path:?} is none of current, default, tuned, legacy, and not a readable file: {e}")))?;
-                match serde_json::from_str::<KernelConfig>(&text) {
-                    Ok(c) => c,
-                    Err(_) => serde_json::from_str::<cache::CacheEntry>(&text)
-                        .map_err(|e| usage(format!("{path}: neither a kernel configuration nor a tuner cache entry: {e}")))?
-                        .config,
-                }
-            }
+            Named::Given(c) => c,
         };
         cfg.check(ctx.caps()).map_err(|why| usage(format!("{name}: cannot run on this device: {why}")))?;
         out.push(Arc::new(cfg));
-    }
-    if out.is_empty() {
-        return Err(usage("names no configuration".into()));
     }
     Ok(out)
 }
@@ -330,7 +389,8 @@ fn measure(
     storage: Storage,
     bar: &ProgressBar,
 ) -> Result<Vec<Record>, CliError> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed ^ (c.d * 31 + c.m * 7 + c.l) as u64);
+    let seed = (c.d as u64).wrapping_mul(31).wrapping_add((c.m as u64).wrapping_mul(7)).wrapping_add(c.l as u64);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed ^ seed);
     let memories = random(&mut rng, c.m * c.d, c.scale);
     let queries = random(&mut rng, c.l * c.d, c.scale);
     let beta = c.beta.unwrap_or(1.0 / (c.d as f32).sqrt());
@@ -344,7 +404,7 @@ fn measure(
     let opts = RetrieveOptions { method: c.method, beta, max_steps: c.steps, eps: 0.0, energy: false, support: false };
     // Feature methods build S and n once per bank; timing them on a fresh
     // bank each run counts that build, as Theorem 3.1's total cost does.
-    let wall_only = c.wall || is_feature(c.method);
+    let wall_only = c.wall || c.method.is_kernel_method();
     let run = |k: &Arc<KernelConfig>, bank: &MemoryBank| {
         ctx.retrieve_with(k.clone(), bank, &queries, &opts, &mut |_| std::ops::ControlFlow::Continue(()))
     };
@@ -533,41 +593,41 @@ fn scaling(args: &Args, device: &Option<String>) -> Result<(), CliError> {
             why: "sets M = L = tau and runs dense and poly itself".into(),
         });
     }
-    if args.min_tau == 0 || args.max_tau < 2 * args.min_tau {
-        return Err(CliError::Usage { flag: "--max-tau", why: "must be at least twice --min-tau (>= 1)".into() });
+    if args.min_tau.checked_mul(2).is_none_or(|t| args.max_tau < t) {
+        return Err(CliError::Usage { flag: "--max-tau", why: "must be at least twice --min-tau".into() });
     }
     let d = args.d.unwrap_or(4);
     let scale = args.scale.unwrap_or(0.5);
     let delta = args.flags.delta.unwrap_or(1e-3);
     let poly = MethodFlags { delta: Some(delta), ..args.flags.clone() }.method(MethodArg::Poly)?;
     let repeats = args.repeats.unwrap_or(2);
-    if d == 0 || repeats == 0 || !(scale.is_finite() && scale > 0.0) {
-        return Err(CliError::Usage { flag: "--d", why: "--d, --repeats and --scale must be positive".into() });
-    }
-    let ctx = super::context(device)?;
     let mut taus = vec![args.min_tau];
-    while taus.last().copied().unwrap_or(0) * 2 <= args.max_tau {
-        taus.push(taus.last().copied().unwrap_or(0) * 2);
+    while let Some(next) = taus.last().and_then(|t| t.checked_mul(2)).filter(|&t| t <= args.max_tau) {
+        taus.push(next);
     }
+    let config = |method, tau| Config {
+        method,
+        d,
+        m: tau,
+        l: tau,
+        beta: args.beta,
+        steps: 1,
+        repeats,
+        note: "scaling",
+        scale,
+        wall: true,
+    };
+    // The largest tau holds the most; check it (and the flags) first.
+    let largest = *taus.last().expect("min_tau is in the sweep");
+    validate(&config(Method::Dense, largest))?;
+    let ctx = super::context(device)?;
     let bar = ProgressBar::new((taus.len() * 2 * (repeats + 2)) as u64);
     let mut records = Vec::new();
     let mut points: Vec<ScalingPoint> = Vec::new();
     for &tau in &taus {
         let mut times = [0.0; 2];
         for (i, method) in [Method::Dense, poly].into_iter().enumerate() {
-            let c = Config {
-                method,
-                d,
-                m: tau,
-                l: tau,
-                beta: args.beta,
-                steps: 1,
-                repeats,
-                note: "scaling",
-                scale,
-                wall: true,
-            };
-            let r = measure(&ctx, &c, &[ctx.config()], Storage::F32, &bar)?.remove(0);
+            let r = measure(&ctx, &config(method, tau), &[ctx.config()], Storage::F32, &bar)?.remove(0);
             times[i] = r.median_ms;
             records.push(r);
         }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod info;
+mod paths;
 mod retrieve;
 mod tune;
 
@@ -83,34 +84,92 @@ impl MethodArg {
     }
 }
 
+/// Value parsers for the numeric flags.
+///
+/// Every numeric flag also takes `allow_hyphen_values`, so that a negative
+/// value in any spelling (`-3`, `-1e-3`, `-inf`) reaches its parser or the
+/// library's domain check, and the error names the flag and the rule, rather
+/// than clap reading `-1e-3` as an unknown flag ("unexpected argument").
+pub(crate) mod parse {
+    /// A whole number in `min..=max`; the message states the rule.
+    fn whole(s: &str, min: u128, max: u128) -> Result<u128, String> {
+        let rule = || {
+            if max == u128::from(u64::MAX) || max == usize::MAX as u128 {
+                format!("must be a whole number >= {min}")
+            } else {
+                format!("must be a whole number in {min}..={max}")
+            }
+        };
+        match s.trim().parse::<i128>() {
+            Ok(v) if v >= min as i128 && (v as u128) <= max => Ok(v as u128),
+            _ => Err(rule()),
+        }
+    }
+
+    /// A count of at least 1 (`--d`, `--m`, `--repeats`, ...).
+    pub fn count(s: &str) -> Result<usize, String> {
+        whole(s, 1, usize::MAX as u128).map(|v| v as usize)
+    }
+
+    /// A size whose zero the library refuses with its own rule (`--k`,
+    /// `--window`, `--degree`, `--features`): here only the sign and form.
+    pub fn size(s: &str) -> Result<usize, String> {
+        whole(s, 0, usize::MAX as u128).map(|v| v as usize)
+    }
+
+    /// A number of updates, at least 1, at most 2^32 - 1.
+    pub fn steps(s: &str) -> Result<u32, String> {
+        whole(s, 1, u128::from(u32::MAX)).map(|v| v as u32)
+    }
+
+    /// A seed: any whole number in 0..=2^64 - 1.
+    pub fn seed(s: &str) -> Result<u64, String> {
+        whole(s, 0, u128::from(u64::MAX)).map(|v| v as u64)
+    }
+
+    /// A number the f32 kernels can hold. Finite values that f32 would turn
+    /// into +-inf or 0 (`--beta 1e-300` used to become "invalid beta = 0")
+    /// are refused here; NaN, +-inf and signs are left to the domain checks,
+    /// which state each flag's rule.
+    pub fn float32(s: &str) -> Result<f32, String> {
+        let v: f64 = s.trim().parse().map_err(|_| "must be a number".to_string())?;
+        let f = v as f32;
+        if v.is_finite() && f.is_infinite() {
+            return Err(format!("{v:e} is beyond the range of f32 (+-3.4e38)"));
+        }
+        if v != 0.0 && f == 0.0 {
+            return Err(format!("{v:e} is closer to 0 than the smallest f32 (1.4e-45)"));
+        }
+        Ok(f)
+    }
+}
+
 /// The flags that parameterise a method.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct MethodFlags {
     /// Memories kept per query (topk, random).
-    #[arg(long, value_name = "K")]
+    #[arg(long, value_name = "K", value_parser = parse::size, allow_hyphen_values = true)]
     k: Option<usize>,
     /// Seed of the random mask (random) or of the random features (prf); default 0.
-    // Negative numbers are taken as values so that `--seed -3` is refused
-    // as an invalid seed, naming the flag, rather than as an unknown flag.
-    #[arg(long, value_name = "S", allow_negative_numbers = true)]
+    #[arg(long, value_name = "S", value_parser = parse::seed, allow_hyphen_values = true)]
     seed: Option<u64>,
     /// Window width (window); default ceil(sqrt(M)).
-    #[arg(long, value_name = "W")]
+    #[arg(long, value_name = "W", value_parser = parse::size, allow_hyphen_values = true)]
     window: Option<usize>,
     /// Relative error delta_A of the polynomial against exp on [-R, R] (poly), in (0, 1).
-    #[arg(long, value_name = "D", allow_negative_numbers = true)]
+    #[arg(long, value_name = "D", allow_hyphen_values = true)]
     delta: Option<f64>,
     /// Degree of the polynomial (poly); default: the lowest that meets --delta.
-    #[arg(long, value_name = "G")]
+    #[arg(long, value_name = "G", value_parser = parse::size, allow_hyphen_values = true)]
     degree: Option<usize>,
-    /// Random features m (prf); default ceil(d ln d).
-    #[arg(long, value_name = "M")]
+    /// Random features m (prf); default max(ceil(d ln d), 64).
+    #[arg(long, value_name = "M", value_parser = parse::size, allow_hyphen_values = true)]
     features: Option<usize>,
     /// Draw the random features in orthogonal blocks (prf).
     #[arg(long)]
     orthogonal: bool,
     /// Max-norm distance to dense retrieval the planner must guarantee (auto).
-    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    #[arg(long, value_name = "T", allow_hyphen_values = true)]
     tolerance: Option<f64>,
 }
 

@@ -7,6 +7,7 @@ use hopfield_gpu::npy;
 use hopfield_gpu::{MemoryBank, RetrieveOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use super::paths::{self, Named};
 use super::{CliError, MethodArg, MethodFlags};
 
 #[derive(Debug, clap::Args)]
@@ -18,7 +19,7 @@ pub struct Args {
     #[arg(long, value_name = "X.npy")]
     queries: PathBuf,
     /// Inverse temperature (> 0), applied to the scores.
-    #[arg(long, value_name = "B", allow_negative_numbers = true)]
+    #[arg(long, value_name = "B", value_parser = super::parse::float32, allow_hyphen_values = true)]
     beta: f32,
     /// Where to write the retrieved patterns, [L, dv] float32.
     #[arg(long, value_name = "Z.npy")]
@@ -36,10 +37,10 @@ pub struct Args {
     #[arg(long, value_name = "S.npy")]
     support_out: Option<PathBuf>,
     /// Most updates per query (1 = one retrieval step).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = super::parse::steps, allow_hyphen_values = true)]
     steps: u32,
     /// Stop a query once an update moves no coordinate by more than this.
-    #[arg(long, value_name = "E", default_value_t = 1e-5, allow_negative_numbers = true)]
+    #[arg(long, value_name = "E", default_value_t = 1e-5, value_parser = super::parse::float32, allow_hyphen_values = true)]
     eps: f32,
     /// Write the energy of each final state, a 1-D [L] float32 .npy.
     #[arg(long, value_name = "E.npy")]
@@ -62,8 +63,21 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
         eps: args.eps,
         energy: args.energy_out.is_some(),
     };
-    // Check the flags and read every file before touching the GPU.
+    // Check the flags and the paths, and read every file, before touching
+    // the GPU: a typo in an output path must not cost the computation.
     opts.validate()?;
+    paths::check(
+        &[
+            Some(Named { flag: "--out", path: &args.out }),
+            Named::opt("--energy-out", &args.energy_out),
+            Named::opt("--support-out", &args.support_out),
+        ],
+        &[
+            Some(Named { flag: "--memories", path: &args.memories }),
+            Some(Named { flag: "--queries", path: &args.queries }),
+            Named::opt("--values", &args.values),
+        ],
+    )?;
     let mem = npy::read_2d(&args.memories)?;
     let q = npy::read_2d(&args.queries)?;
     if q.cols != mem.cols {
@@ -128,12 +142,17 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     } else {
         ctx.retrieve(&bank, &q.data, &opts)?
     };
-    npy::write_f32_2d(&args.out, r.rows, r.cols, &r.z)?;
+    // Every output is staged before any is committed, so a failure on the
+    // last one leaves the others (and any files they would replace) as they were.
+    let mut staged = vec![npy::stage_f32_2d(&args.out, r.rows, r.cols, &r.z)?];
     if let (Some(path), Some(e)) = (&args.energy_out, &r.energy) {
-        npy::write_f32_1d(path, e)?;
+        staged.push(npy::stage_f32_1d(path, e)?);
     }
     if let (Some(path), Some(s)) = (&args.support_out, &r.support) {
-        npy::write_i32_2d(path, r.rows, s.width, &s.indices)?;
+        staged.push(npy::stage_i32_2d(path, r.rows, s.width, &s.indices)?);
+    }
+    for s in staged {
+        s.commit()?;
     }
     let converged = r.converged.iter().filter(|&&c| c).count();
     let max_steps = r.steps.iter().max().copied().unwrap_or(0);

@@ -209,6 +209,18 @@ mod tests {
     }
 
     #[test]
+    fn thresholds_survive_scores_far_beyond_f32() {
+        // A tie at the top: tau = -1/2 (sparsemax), -1/sqrt(2) (entmax), far
+        // below the spacing of the scores themselves at 1e15 in f32 and close
+        // to it in f64 (0.125): the shift by the max comes first.
+        for top in [1e7, 1e9, 1e15] {
+            let s = [top, top - 1e3, top];
+            assert_eq!(sparsemax(&s), vec![0.5, 0.0, 0.5], "{top:e}");
+            Tolerance::new(1e-15, 1e-14).check_f64(&entmax15(&s), &[0.5, 0.0, 0.5]).unwrap();
+        }
+    }
+
+    #[test]
     fn one_dominant_score_is_one_hot() {
         assert_eq!(sparsemax(&[0.0, 10.0, -1.0, 8.5]), vec![0.0, 1.0, 0.0, 0.0]);
         // 1.5-entmax is one-hot once the gap of halved scores reaches 1.

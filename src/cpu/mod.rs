@@ -248,3 +248,31 @@ pub fn dynamics_rows(
     let rule = rule(method, memories, memories, beta, l_total)?;
     Ok(update::dynamics_indexed(queries, rows, memories, beta, max_steps, eps, |l, x| rule(l, x).0))
 }
+
+/// Test data for the reference's own unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Matrix;
+
+    /// A deterministic pseudo-random matrix in [-1, 1) (an LCG, so the test
+    /// data depends neither on the hash under test nor on the `rand` crate's
+    /// version).
+    pub(crate) fn matrix(rows: usize, cols: usize, mut state: u64) -> Matrix {
+        let data = (0..rows * cols)
+            .map(|_| {
+                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+            })
+            .collect();
+        Matrix { rows, cols, data }
+    }
+
+    /// The n x n identity: as values, z is the weight row itself.
+    pub(crate) fn identity(n: usize) -> Matrix {
+        let mut m = Matrix::zeros(n, n);
+        for i in 0..n {
+            m.row_mut(i)[i] = 1.0;
+        }
+        m
+    }
+}

@@ -72,19 +72,9 @@ pub fn dynamics_indexed(
 mod tests {
     use super::super::{dynamics as method_dynamics, topk, window};
     use super::*;
+    use crate::cpu::testing::matrix;
     use crate::method::{default_window, Method};
     use crate::tolerance::Tolerance;
-
-    /// A deterministic pseudo-random matrix in [-1, 1) (an LCG).
-    fn matrix(rows: usize, cols: usize, mut state: u64) -> Matrix {
-        let data = (0..rows * cols)
-            .map(|_| {
-                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-                (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-            })
-            .collect();
-        Matrix { rows, cols, data }
-    }
 
     #[test]
     fn a_stored_pattern_is_a_fixed_point_at_high_beta() {

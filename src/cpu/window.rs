@@ -20,27 +20,7 @@ pub fn window(queries: &Matrix, memories: &Matrix, values: &Matrix, beta: f64, w
 mod tests {
     use super::super::dense::{log_sum_exp, scores, softmax};
     use super::*;
-
-    /// A deterministic pseudo-random matrix in [-1, 1) (an LCG, so the test
-    /// data does not depend on the hash under test nor on the `rand` crate's
-    /// version).
-    fn matrix(rows: usize, cols: usize, mut state: u64) -> Matrix {
-        let data = (0..rows * cols)
-            .map(|_| {
-                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-                (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-            })
-            .collect();
-        Matrix { rows, cols, data }
-    }
-
-    fn identity(n: usize) -> Matrix {
-        let mut m = Matrix::zeros(n, n);
-        for i in 0..n {
-            m.row_mut(i)[i] = 1.0;
-        }
-        m
-    }
+    use crate::cpu::testing::{identity, matrix};
 
     #[test]
     fn window_retrieval_keeps_only_the_window() {

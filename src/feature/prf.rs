@@ -63,6 +63,11 @@ impl RandomFeatures {
             return Err(Error::invalid("features", m, "at least one random feature is needed"));
         }
         let len = m.checked_mul(d).ok_or_else(|| Error::invalid("features", m, "m * d overflows"))?;
+        // W in f64, and the f32 copy the GPU gets.
+        crate::host::check_allocation(
+            || format!("random features: W of {m} features x d = {d}"),
+            (len as u64).checked_mul(12),
+        )?;
         let mut normal = Normal::new(seed);
         let mut w = Vec::with_capacity(len);
         if orthogonal {

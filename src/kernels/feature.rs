@@ -80,6 +80,23 @@ pub(crate) fn prepare(ctx: &Context, bank: &MemoryBank, key: FeatureKey) -> Resu
 }
 
 /// Largest loop count one invocation may run here (with some slack).
+/// Bytes of S and n, `[r, dv + 1]` f32, refused beyond one storage binding.
+fn check_state_size(r: usize, cols: usize, max_bind: u64) -> Result<u64> {
+    let bytes = (r as u64).checked_mul(cols as u64 * 4);
+    match bytes {
+        Some(b) if b <= max_bind => Ok(b),
+        _ => Err(Error::DeviceLimit {
+            what: format!(
+                "S and n of feature rank r = {r} (r (dv + 1) 4 bytes: at most r = {} at dv + 1 = {cols})",
+                max_bind / (4 * cols as u64)
+            ),
+            resource: Resource::BindingBytes,
+            need: bytes,
+            limit: max_bind,
+        }),
+    }
+}
+
 fn budget(ctx: &Context) -> Option<usize> {
     ctx.loop_budget().map(|b| b - 64)
 }
@@ -170,31 +187,47 @@ fn build_scoped(ctx: &Context, bank: &MemoryBank, key: FeatureKey) -> Result<Fea
         }
         FeatureKey::Linear => (Vec::new(), 0.0, d, vec![1.0; d], vec![1.0; d]),
         FeatureKey::Prf { features, seed, orthogonal, beta } => {
+            // Every size check comes before W is drawn: W costs 12 m d bytes
+            // of host memory (f64 and its f32 copy) and the time to draw it.
             if let Some(b) = budget(ctx) {
                 // feature_rowmax loops twice over the features, feature_prf twice over d.
-                if 2 * features > b || 2 * d > b {
+                if 2 * features > b {
                     return Err(Error::limit(
-                        format!("random features: m = {features} features on d = {d} (2 m and 2 d loop iterations)"),
+                        format!("random features: m = {features} (2 loop iterations per feature: at most {})", b / 2),
                         Resource::LoopIterations,
-                        2 * features.max(d),
+                        2 * features as u64,
                         b as u64,
                     ));
                 }
+                if 2 * d > b {
+                    return Err(Error::limit(
+                        format!("random features on d = {d} (2 loop iterations per dimension: at most d = {})", b / 2),
+                        Resource::LoopIterations,
+                        2 * d as u64,
+                        b as u64,
+                    ));
+                }
+            }
+            check_state_size(features, cols, max_bind)?;
+            let w_bytes = (features as u64).checked_mul(d as u64 * 4);
+            if w_bytes.is_none_or(|b| b > max_bind) {
+                return Err(Error::DeviceLimit {
+                    what: format!(
+                        "random features: W of m = {features} features x d = {d} in f32 (at most {} features at \
+                         this d)",
+                        max_bind / (4 * d as u64)
+                    ),
+                    resource: Resource::BindingBytes,
+                    need: w_bytes,
+                    limit: max_bind,
+                });
             }
             let rf = RandomFeatures::new(d, features, seed, orthogonal)?;
             let w = ctx.upload("prf W", bytemuck::cast_slice(&rf.w_f32()), U::empty())?;
             (vec![w], f32::from_bits(beta).sqrt(), features, vec![1.0; features], vec![1.0; features])
         }
     };
-    let state_bytes = (r * cols * 4) as u64;
-    if state_bytes > max_bind {
-        return Err(Error::limit(
-            format!("S and n of feature rank r = {r} (r (dv + 1) 4 bytes)"),
-            Resource::BindingBytes,
-            state_bytes,
-            max_bind,
-        ));
-    }
+    let state_bytes = check_state_size(r, cols, max_bind)?;
     // Rows per round: the feature rows and the parts' partial sums each fit a binding.
     let feat_rows = (max_bind / (4 * r as u64)) as usize;
     let parts_fit = (max_bind / state_bytes) as usize;

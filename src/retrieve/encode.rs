@@ -40,7 +40,11 @@ pub struct RetrieveBuffers<'a> {
     /// `[L, cols]` f32, `COPY_DST`: the retrieved patterns (the final states
     /// when iterating; `cols` is d, or dv for hetero-association).
     pub z: &'a wgpu::Buffer,
-    /// `[L]` f32, `COPY_DST`: the dense energy `E(x)` of each final state.
+    /// `[L]` f32, `COPY_DST`: the dense energy `E(x)` of each final state,
+    /// computed in f32 on the device. There is no host to refuse an energy
+    /// beyond f32's range here (beta below ~1e-38, states of norm ~1e19):
+    /// it arrives as +-inf, where [`Context::retrieve`] fails with
+    /// [`crate::Error::OutOfRange`].
     pub energy: Option<&'a wgpu::Buffer>,
     /// `[L, width]` i32, `COPY_DST`: each query's support, -1 padded
     /// (`width` is `Method::support_width`); not for dense or kernel methods.

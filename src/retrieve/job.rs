@@ -270,32 +270,8 @@ impl<'a> Job<'a> {
             // Dense runs its own two passes (the merge does the dynamics'
             // bookkeeping); every other method goes through encode_step.
             if opts.method == Method::Dense {
-                dense::encode_partial(
-                    rec,
-                    &mut pass,
-                    self.bank,
-                    &self.plan,
-                    state,
-                    lb,
-                    &bufs.partials,
-                    opts.beta,
-                    false,
-                )?;
                 let mode = if self.iterate { MergeMode::Step } else { MergeMode::Retrieve };
-                dense::encode_merge(
-                    rec,
-                    &mut pass,
-                    &self.plan,
-                    &bufs.partials,
-                    &bufs.target,
-                    &bufs.info,
-                    &bufs.active,
-                    lb,
-                    self.cols,
-                    mode,
-                    opts.beta,
-                    opts.eps,
-                )?;
+                self.dense_pass(rec, &mut pass, bufs, lb, state, &bufs.target, self.cols, mode)?;
             } else if opts.method == Method::DenseNaive {
                 // The naive kernel writes z; the statistics come from the
                 // tiled kernel's scoring pass (finish) so that both report
@@ -325,6 +301,27 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
+    /// Record the two dense passes over `state`: partial results per split
+    /// (scores only for the energy), then the merge in `mode` into `out`
+    /// (`cols` wide).
+    #[expect(clippy::too_many_arguments, reason = "the pass, the batch and the merge's target and mode")]
+    fn dense_pass(
+        &self,
+        rec: &mut Recorder<'_>,
+        pass: &mut wgpu::ComputePass<'_>,
+        bufs: &Buffers,
+        lb: usize,
+        state: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+        cols: usize,
+        mode: MergeMode,
+    ) -> Result<()> {
+        let (beta, eps, partials) = (self.opts.beta, self.opts.eps, &bufs.partials);
+        let scores_only = mode == MergeMode::Energy;
+        dense::encode_partial(rec, pass, self.bank, &self.plan, state, lb, partials, beta, scores_only)?;
+        dense::encode_merge(rec, pass, &self.plan, partials, out, &bufs.info, &bufs.active, lb, cols, mode, beta, eps)
+    }
+
     /// Record the end of a batch: the energy pass (also the naive kernel's
     /// statistics), scoring the final states without values.
     pub(crate) fn finish(
@@ -339,22 +336,7 @@ impl<'a> Job<'a> {
             return Ok(());
         }
         let state = if self.iterate { &bufs.target } else { &bufs.queries };
-        let (beta, d) = (self.opts.beta, self.bank.dim());
         let mut pass = passes.begin(encoder);
-        dense::encode_partial(rec, &mut pass, self.bank, &self.plan, state, lb, &bufs.partials, beta, true)?;
-        dense::encode_merge(
-            rec,
-            &mut pass,
-            &self.plan,
-            &bufs.partials,
-            state,
-            &bufs.info,
-            &bufs.active,
-            lb,
-            d,
-            MergeMode::Energy,
-            beta,
-            self.opts.eps,
-        )
+        self.dense_pass(rec, &mut pass, bufs, lb, state, state, self.bank.dim(), MergeMode::Energy)
     }
 }

@@ -129,7 +129,10 @@ pub struct Retrieval {
     pub log_sum_exp: Vec<f32>,
     /// Index of the memory most similar to that state (lowest on ties).
     pub argmax: Vec<u32>,
-    /// `E(x) = -lse(beta, Xi x) + 0.5 <x, x>` of each final state, if asked for.
+    /// `E(x) = -lse(beta, Xi x) + 0.5 <x, x>` of each final state, if asked
+    /// for. Always finite: an energy beyond f32's range (beta below ~1e-38,
+    /// states of norm ~1e19 and more) makes the retrieval fail with
+    /// [`Error::OutOfRange`] instead.
     pub energy: Option<Vec<f32>>,
     /// Time the GPU spent on the passes (timestamps), where the device has them.
     pub gpu_time: Option<Duration>,
@@ -256,6 +259,16 @@ impl Context {
         let batches = l.div_ceil(job.batch);
         for (bi, start) in (0..l).step_by(job.batch).enumerate() {
             let lb = job.batch.min(l - start);
+            let progress = |steps_done, moving| Progress {
+                batch: bi,
+                batches,
+                queries_done: start,
+                batch_queries: lb,
+                queries: l,
+                steps_done,
+                max_steps: job.opts.max_steps,
+                moving,
+            };
             self.queue().write_buffer(&bufs.queries, 0, bytemuck::cast_slice(&queries[start * d..(start + lb) * d]));
             let timer = self.timer();
             let mut passes = job::Passes::new(timer.as_ref());
@@ -274,17 +287,7 @@ impl Context {
                     let moving = u32::from_le_bytes(
                         moving[0][..4].try_into().map_err(|_| Error::internal("a 4-byte counter read back short"))?,
                     );
-                    let progress = Progress {
-                        batch: bi,
-                        batches,
-                        queries_done: start,
-                        batch_queries: lb,
-                        queries: l,
-                        steps_done: done,
-                        max_steps: job.opts.max_steps,
-                        moving,
-                    };
-                    if observer(&progress).is_break() {
+                    if observer(&progress(done, moving)).is_break() {
                         return Err(Error::Cancelled { steps_done: done });
                     }
                     if moving == 0 {
@@ -314,7 +317,7 @@ impl Context {
                 s.indices.extend_from_slice(bytemuck::cast_slice(&bytes[2]));
             }
             let infos: Vec<QueryInfo> = bytemuck::pod_collect_to_vec(&bytes[1]);
-            for qi in &infos {
+            for (i, qi) in infos.iter().enumerate() {
                 // One update is applied where the kernels do not count steps
                 // (hetero-association, the naive kernel).
                 out.steps.push(if job.counts_steps() { qi.steps } else { 1 });
@@ -322,26 +325,48 @@ impl Context {
                 out.log_sum_exp.push(qi.lse);
                 out.argmax.push(qi.argmax);
                 if let Some(e) = out.energy.as_mut() {
-                    e.push(qi.energy);
+                    // The energy's state: the final one, or the query itself
+                    // when values of another dimension leave it unchanged.
+                    let x = if job.iterate { &z[i * cols..(i + 1) * cols] } else { &queries[(start + i) * d..][..d] };
+                    e.push(energy(qi.energy, qi.lse, x, job.opts.beta, start + i)?);
                 }
             }
             if let (Some(t), Some(total)) = (&timer, out.gpu_time.as_mut()) {
                 *total += t.elapsed(bytes.last().map_or(&[][..], |b| &b[..])).unwrap_or_default();
             }
-            let progress = Progress {
-                batch: bi,
-                batches,
-                queries_done: start,
-                batch_queries: lb,
-                queries: l,
-                steps_done: done,
-                max_steps: job.opts.max_steps,
-                moving: infos.iter().filter(|q| job.iterate && q.converged == 0).count() as u32,
-            };
-            if observer(&progress).is_break() && start + lb < l {
+            let still_moving = infos.iter().filter(|q| job.iterate && q.converged == 0).count() as u32;
+            if observer(&progress(done, still_moving)).is_break() && start + lb < l {
                 return Err(Error::Cancelled { steps_done: done });
             }
         }
         Ok(out)
     }
+}
+
+/// `E(x) = -lse / beta + 0.5 <x, x>`, never non-finite. `kernel` is the
+/// device's f32 value (shaders/dense_merge.wgsl, written so that no
+/// intermediate overflows where the energy fits f32); when finite it is
+/// returned as it is, so that [`Context::retrieve`] and
+/// [`Context::encode_retrieve`] give the same bits. When not, the energy is
+/// recombined in f64 from the kernel's log-sum-exp of the scores of `x` and
+/// the state itself: one that fits f32 is returned, one that does not (beta
+/// below ~1e-38 makes `lse / beta` huge, states of norm ~1e19 `<x, x>`) is
+/// an [`Error::OutOfRange`].
+fn energy(kernel: f32, lse: f32, x: &[f32], beta: f32, query: usize) -> Result<f32> {
+    if kernel.is_finite() {
+        return Ok(kernel);
+    }
+    let half_xx = 0.5 * x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
+    let e = -f64::from(lse) / f64::from(beta) + half_xx;
+    if e.is_finite() && e.abs() <= f64::from(f32::MAX) {
+        // |e| <= f32::MAX rounds to a finite f32.
+        return Ok(e as f32);
+    }
+    Err(Error::OutOfRange {
+        what: format!(
+            "the energy of query {query} (-lse / beta + 0.5 <x, x> with lse = {lse:e}, beta = {beta:e}, \
+             0.5 <x, x> = {half_xx:e})"
+        ),
+        value: e,
+    })
 }

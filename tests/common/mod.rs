@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use hopfield_gpu::cpu::Matrix;
 use hopfield_gpu::tolerance::Tolerance;
-use hopfield_gpu::{Context, ContextOptions, MemoryBank};
+use hopfield_gpu::{Context, ContextOptions, MemoryBank, Method, Retrieval, RetrieveOptions};
 use rand::{Rng, SeedableRng};
 
 /// The shared context. With no adapter this panics, so every GPU test fails
@@ -74,4 +74,32 @@ pub fn checked_ctx() -> &'static Context {
 /// device runs), whatever a developer's tuner cache holds.
 pub fn default_config(ctx: &Context) -> std::sync::Arc<hopfield_gpu::config::KernelConfig> {
     std::sync::Arc::new(hopfield_gpu::config::KernelConfig::defaults(ctx.caps()))
+}
+
+/// Options for one retrieval with `method` at `beta`, supports returned.
+pub fn with_support(method: Method, beta: f32) -> RetrieveOptions {
+    RetrieveOptions { support: true, ..RetrieveOptions::dense(beta).method(method) }
+}
+
+/// Reference supports (ascending) padded with -1 to `width`, row-major.
+pub fn padded(support: &[Vec<usize>], width: usize) -> Vec<i32> {
+    let mut out = Vec::with_capacity(support.len() * width);
+    for s in support {
+        let mut row: Vec<i32> = s.iter().map(|&i| i as i32).collect();
+        assert!(row.windows(2).all(|w| w[0] < w[1]), "reference support not ascending: {row:?}");
+        row.resize(width, -1);
+        out.extend(row);
+    }
+    out
+}
+
+/// The retrieval's supports equal the reference's (ascending, -1 padded to `width`).
+pub fn assert_support(what: &str, got: &Retrieval, want: &[Vec<usize>], width: usize) {
+    let s = got.support.as_ref().expect("support asked for");
+    assert_eq!(s.width, width, "{what}: support width");
+    let want = padded(want, width);
+    for (q, (g, w)) in s.indices.chunks(width).zip(want.chunks(width)).enumerate() {
+        assert_eq!(g, w, "{what}: support of query {q}");
+    }
+    assert_eq!(s.indices.len(), want.len(), "{what}: support length");
 }
