@@ -142,6 +142,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
     if (t == 0u) {
         info[q].lse = lse;
         info[q].argmax = arg;
+        info[q].max_score = big_m;
         info[q].energy = tot.y - big_m / p.beta - log(tot.x) / p.beta;
         skip = select(0u, 1u, p.mode == 1u && info[q].converged == 1u);
     }

@@ -113,20 +113,26 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
         let st = part_stats[q * ns + s];
         sum += st.y * exp(st.x - big_m);
     }
-    var xx = 0.0;
+    // 0.5 <x, x> summed as (x / 2) x, and -lse / beta split into its two
+    // terms: no intermediate overflows f32 where the energy itself fits
+    // (|x| ~ 2e19 gave +inf for 0.5 * inf). Context::retrieve recombines the
+    // energy in f64 from lse on the host and refuses one beyond f32; this
+    // value is what encode_retrieve writes into the caller's buffer.
+    var half_xx = 0.0;
     if (p.mode != 0u) {
         for (var c = t; c < p.dv; c += 64u) {
             let x = out[q * p.dv + c];
-            xx += x * x;
+            half_xx += (0.5 * x) * x;
         }
     }
-    let tot = reduce_sum2(t, vec2<f32>(sum, xx));
+    let tot = reduce_sum2(t, vec2<f32>(sum, half_xx));
     let lse = big_m + log(tot.x);
 
     if (t == 0u) {
         info[q].lse = lse;
         info[q].argmax = arg;
-        info[q].energy = -lse / p.beta + 0.5 * tot.y;
+        info[q].max_score = big_m;
+        info[q].energy = tot.y - big_m / p.beta - log(tot.x) / p.beta;
         skip = select(0u, 1u, p.mode == 1u && info[q].converged == 1u);
     }
     let skip_all = workgroupUniformLoad(&skip);

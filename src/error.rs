@@ -263,7 +263,57 @@ pub(crate) fn show_bytes(n: u64) -> String {
     }
 }
 
+/// The broad class of an [`Error`], for callers that translate errors into
+/// another vocabulary (the Python bindings' exception types, exit codes).
+/// [`Error`] is `#[non_exhaustive]`, so code outside this crate cannot match
+/// it exhaustively; this enum deliberately is not, so that a binding which
+/// matches on it learns about a new class at compile time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The caller's input or options are wrong: shapes, empty sets,
+    /// non-finite values, parameters out of their domain, files that are not
+    /// what they claim to be.
+    InvalidInput,
+    /// The request is well formed but cannot be done here: an option the
+    /// method lacks, or a problem beyond this device's limits.
+    Unsupported,
+    /// A result does not fit the f32 it is returned in (an energy beyond
+    /// +-3.4e38): the data or beta are outside the range f32 can report.
+    OutOfRange,
+    /// The host has not enough memory for a size taken from a file or a flag.
+    HostMemory,
+    /// The device failed or is missing: no adapter, no device, a GPU error.
+    Device,
+    /// A progress observer stopped the retrieval.
+    Cancelled,
+    /// A bug in hopfield-gpu (an internal invariant failed).
+    Internal,
+    /// A file could not be read or written (the operating system's error).
+    Io,
+}
+
 impl Error {
+    /// Which [`ErrorKind`] this error belongs to. The match lists every
+    /// variant (no wildcard), so a new variant cannot be added unclassified.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::ShapeMismatch { .. }
+            | Error::Empty { .. }
+            | Error::NonFinite { .. }
+            | Error::InvalidParameter { .. }
+            | Error::BadFile { .. } => ErrorKind::InvalidInput,
+            Error::DeviceLimit { .. } | Error::Unsupported { .. } | Error::MissingFeature { .. } => {
+                ErrorKind::Unsupported
+            }
+            Error::OutOfRange { .. } => ErrorKind::OutOfRange,
+            Error::HostMemory { .. } => ErrorKind::HostMemory,
+            Error::NoAdapter { .. } | Error::DeviceRequest { .. } | Error::Gpu { .. } => ErrorKind::Device,
+            Error::Cancelled { .. } => ErrorKind::Cancelled,
+            Error::Internal(_) => ErrorKind::Internal,
+            Error::Io { .. } => ErrorKind::Io,
+        }
+    }
+
     pub(crate) fn invalid(name: &'static str, value: impl ToString, why: impl Into<String>) -> Self {
         Error::InvalidParameter { name, value: compact_number(value.to_string()), why: why.into() }
     }

@@ -21,7 +21,9 @@
 //! Modules, in the order they depend on each other (ARCHITECTURE.md): the
 //! error type; what a [`Method`] is; the device-free math (feature maps,
 //! [`plan`]ner, the [`cpu`] reference); the [`Context`] and the shaders; the
-//! [`MemoryBank`]; the kernels; retrieval. Only the types below, [`cpu`],
+//! [`MemoryBank`]; the kernels; retrieval, and on top of it the shards of a
+//! memory set ([`Context::retrieve_partial`], [`Partial::merge`],
+//! [`ShardedBank`]). Only the types below, [`cpu`],
 //! [`npy`] and [`tolerance`] are public.
 
 mod bank;
@@ -34,21 +36,25 @@ mod host;
 mod kernels;
 mod method;
 pub mod npy;
+mod partial;
 mod planner;
 mod retrieve;
 mod shaders;
+mod sharded;
 mod stats;
 pub mod tolerance;
 mod tune;
 
 pub use bank::{BankStats, MemoryBank, Storage};
 pub use context::{list_adapters, Context, ContextOptions, DeviceReport};
-pub use error::{Error, GpuErrorKind, Resource, Result};
+pub use error::{Error, ErrorKind, GpuErrorKind, Resource, Result};
 pub use feature::plan::Efficiency;
 pub use host::{available_memory, check_allocation as check_host_memory};
 pub use method::{default_feature_count, default_window, random_rank_key, window_range, Method, MAX_DEGREE};
+pub use partial::{Partial, PartialData};
 pub use planner::{f32_rounding_bound, plan, poly_choice, Candidate, Plan, PolyReport};
 pub use retrieve::encode::MAX_ENCODED_STEPS;
 pub use retrieve::{Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, MAX_STEPS};
+pub use sharded::ShardedBank;
 pub use stats::{Magnitudes, ProblemStats};
 pub use tune::{Trial, TuneOptions, TuneReport, TuneShapes, Verdict};

@@ -36,6 +36,8 @@ const LAYERS: &[(&str, u8, bool)] = &[
     ("kernels", 5, true),
     ("layer::gpu", 6, true),
     ("retrieve", 6, true),
+    ("partial", 6, true),
+    ("sharded", 6, true),
     // The tuner checks candidates against the reference before it times
     // them: like bench, a harness above the device side, not part of it.
     ("tune", 7, false),

@@ -8,6 +8,6 @@ struct QueryInfo {
     steps: u32,     // updates applied
     converged: u32, // 1 once an update moved the state by at most eps
     delta: f32,     // max-norm change of the last update
-    _pad0: u32,
+    max_score: f32, // largest score of that state (dense only: what merging shards compares)
     _pad1: u32,
 }

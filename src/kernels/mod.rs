@@ -25,6 +25,7 @@ use crate::shaders::Shader;
 pub(crate) mod dense;
 pub(crate) mod entmax;
 pub(crate) mod feature;
+pub(crate) mod partial;
 pub(crate) mod topk;
 pub(crate) mod update;
 pub(crate) mod window;

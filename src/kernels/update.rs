@@ -29,7 +29,8 @@ pub(crate) struct QueryInfo {
     pub steps: u32,
     pub converged: u32,
     pub delta: f32,
-    pub _pad: [u32; 2],
+    pub max_score: f32,
+    pub _pad: u32,
 }
 
 /// Record `state <- z` for every query not yet converged; count the queries

@@ -18,7 +18,7 @@ use crate::method::Method;
 use crate::stats::validate_matrix;
 
 pub(crate) mod encode;
-mod job;
+pub(crate) mod job;
 
 pub use encode::RetrieveBuffers;
 use job::Job;
@@ -125,9 +125,13 @@ pub struct Retrieval {
     /// for hetero-association (dv != d), where there is no fixed point.
     pub converged: Vec<bool>,
     /// `log sum_mu exp(beta <x, xi_mu>)` of the state the last update started
-    /// from (of the final state when energies were asked for).
+    /// from (of the final state when energies were asked for). Computed by
+    /// the dense methods (also `auto` when it picks dense) and, for every
+    /// method, when energies are asked for; otherwise 0, not a result: the
+    /// other families never score every memory.
     pub log_sum_exp: Vec<f32>,
     /// Index of the memory most similar to that state (lowest on ties).
+    /// Computed where [`Retrieval::log_sum_exp`] is; otherwise 0.
     pub argmax: Vec<u32>,
     /// `E(x) = -lse(beta, Xi x) + 0.5 <x, x>` of each final state, if asked
     /// for. Always finite: an energy beyond f32's range (beta below ~1e-38,
@@ -356,6 +360,14 @@ fn energy(kernel: f32, lse: f32, x: &[f32], beta: f32, query: usize) -> Result<f
     if kernel.is_finite() {
         return Ok(kernel);
     }
+    energy_from_lse(lse, x, beta, query)
+}
+
+/// `E(x) = -lse / beta + 0.5 <x, x>` of query `query`'s state `x`, in f64
+/// from the log-sum-exp of its scores; one beyond f32 is an
+/// [`Error::OutOfRange`]. (The energies of merged shards come from here:
+/// `crate::sharded`.)
+pub(crate) fn energy_from_lse(lse: f32, x: &[f32], beta: f32, query: usize) -> Result<f32> {
     let half_xx = 0.5 * x.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>();
     let e = -f64::from(lse) / f64::from(beta) + half_xx;
     if e.is_finite() && e.abs() <= f64::from(f32::MAX) {
