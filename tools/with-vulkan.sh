@@ -12,7 +12,7 @@
 # the loader is pointed at its driver (VK_DRIVER_FILES, LD_LIBRARY_PATH).
 # Other programs on the machine keep the system's Mesa. It needs the
 # Debian archive once (the download); later runs reuse the directory.
-# Whether CI should use it: BENCHMARKS.md ("lavapipe: Mesa 22.3 or 25").
+# Whether CI should use it is not measured yet: BENCHMARKS.md (issue 9).
 set -euo pipefail
 
 have_vulkan() {
