@@ -102,18 +102,33 @@ fn main() {
         writeln!(code, "        Shader::{},", variant(&v.name)).unwrap();
     }
     code.push_str("    ];\n\n");
-    arms(&mut code, "/// The module's name: the file stem and the features on.", "name", "&'static str", &variants, |v| {
-        format!("{:?}", v.name)
-    });
+    arms(
+        &mut code,
+        "/// The module's name: the file stem and the features on.",
+        "name",
+        "&'static str",
+        &variants,
+        |v| format!("{:?}", v.name),
+    );
     arms(&mut code, "/// The file stem, `shaders/<base>.wgsl`.", "base", "&'static str", &variants, |v| {
         format!("{:?}", v.base)
     });
-    arms(&mut code, "/// Whether the module uses subgroup operations (needs `Features::SUBGROUP`).", "subgroup", "bool", &variants, |v| {
-        v.on.iter().any(|f| f == "subgroup").to_string()
-    });
-    arms(&mut code, "/// Whether the module stores f16 (`enable f16;`, needs `Features::SHADER_F16`).", "f16", "bool", &variants, |v| {
-        v.on.iter().any(|f| f == "f16").to_string()
-    });
+    arms(
+        &mut code,
+        "/// Whether the module uses subgroup operations (needs `Features::SUBGROUP`).",
+        "subgroup",
+        "bool",
+        &variants,
+        |v| v.on.iter().any(|f| f == "subgroup").to_string(),
+    );
+    arms(
+        &mut code,
+        "/// Whether the module stores f16 (`enable f16;`, needs `Features::SHADER_F16`).",
+        "f16",
+        "bool",
+        &variants,
+        |v| v.on.iter().any(|f| f == "f16").to_string(),
+    );
     arms(
         &mut code,
         "/// Whether the kernel may run without runtime checks (its `// #trusted` line says why).",
@@ -162,7 +177,11 @@ fn main() {
             Some(lock[at..].split('"').next()?.to_string())
         })
         .unwrap_or_else(|| "30".to_string());
-    writeln!(code, "/// The wgpu release of this build (from Cargo.lock).\npub(crate) const WGPU_VERSION: &str = {wgpu:?};").unwrap();
+    writeln!(
+        code,
+        "/// The wgpu release of this build (from Cargo.lock).\npub(crate) const WGPU_VERSION: &str = {wgpu:?};"
+    )
+    .unwrap();
     fs::write(out.join("shaders.rs"), code).expect("OUT_DIR is writable");
 }
 

@@ -43,7 +43,8 @@ impl Segment {
     /// Whether both bindings reach whole vec4s (always for banks built
     /// here; a caller's buffer may end mid-vec4).
     fn vec4_bindable(&self, d: usize, dv: usize) -> bool {
-        let fits = |b: &wgpu::Buffer, offset: u64, bytes: usize| offset + (bytes as u64).next_multiple_of(16) <= b.size();
+        let fits =
+            |b: &wgpu::Buffer, offset: u64, bytes: usize| offset + (bytes as u64).next_multiple_of(16) <= b.size();
         fits(&self.keys, self.key_offset, self.rows * d * self.elem_bytes)
             && fits(&self.values, self.value_offset, self.rows * dv * self.elem_bytes)
     }

@@ -216,7 +216,11 @@ impl DenseTile {
             return Err(format!("{} threads do not make {rows} rows of a power-of-two lane count", self.threads));
         }
         if !(1..=MAX_MEMS).contains(&self.mems) || !(1..=MAX_COL4S).contains(&self.col4s) {
-            return Err(format!("register tile 4 x {} / 4 x {} outside 4 x 1..8 / 4 x 4..16", self.mems, 4 * self.col4s));
+            return Err(format!(
+                "register tile 4 x {} / 4 x {} outside 4 x 1..8 / 4 x 4..16",
+                self.mems,
+                4 * self.col4s
+            ));
         }
         check_dims(self.dims, self.tile_mems(), self.threads)?;
         check_threads(self.threads, caps)?;
@@ -387,14 +391,9 @@ impl std::fmt::Display for DecodeKernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DecodeKernel::Legacy => write!(f, "legacy"),
-            DecodeKernel::Tiled(t) => write!(
-                f,
-                "wg{} lq<={} dk{}{}",
-                t.threads,
-                t.max_queries,
-                t.dims,
-                if t.subgroups { " sg" } else { "" }
-            ),
+            DecodeKernel::Tiled(t) => {
+                write!(f, "wg{} lq<={} dk{}{}", t.threads, t.max_queries, t.dims, if t.subgroups { " sg" } else { "" })
+            }
         }
     }
 }

@@ -495,7 +495,9 @@ impl Context {
                 feature: "Features::SUBGROUP",
                 needed_for: format!("configuration {:?}", config.name),
             },
-            false => Error::unsupported("config", None, format!("configuration {:?} cannot run here: {why}", config.name)),
+            false => {
+                Error::unsupported("config", None, format!("configuration {:?} cannot run here: {why}", config.name))
+            }
         })?;
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
         Ok(())

@@ -202,9 +202,24 @@ impl Check {
     }
 
     /// Why `cfg` fails the check, if it does.
-    fn run(&self, ctx: &Context, cfg: &KernelConfig, label: &str, fault: Option<fn(&str, &mut [f32])>) -> Option<String> {
-        let opts = RetrieveOptions { method: self.method, beta: self.beta, max_steps: 1, eps: 0.0, energy: false, support: false };
-        match ctx.retrieve_with(Arc::new(cfg.clone()), &self.bank, &self.x, &opts, &mut |_| std::ops::ControlFlow::Continue(())) {
+    fn run(
+        &self,
+        ctx: &Context,
+        cfg: &KernelConfig,
+        label: &str,
+        fault: Option<fn(&str, &mut [f32])>,
+    ) -> Option<String> {
+        let opts = RetrieveOptions {
+            method: self.method,
+            beta: self.beta,
+            max_steps: 1,
+            eps: 0.0,
+            energy: false,
+            support: false,
+        };
+        match ctx.retrieve_with(Arc::new(cfg.clone()), &self.bank, &self.x, &opts, &mut |_| {
+            std::ops::ControlFlow::Continue(())
+        }) {
             Err(e) => Some(format!("failed: {e}")),
             Ok(mut got) => {
                 if let Some(f) = fault {
@@ -353,7 +368,11 @@ impl Context {
         let mut trials: Vec<Trial> = all
             .pruned
             .iter()
-            .map(|(what, why)| Trial { family: "pruned", candidate: what.clone(), verdict: Verdict::Pruned { why: why.clone() } })
+            .map(|(what, why)| Trial {
+                family: "pruned",
+                candidate: what.clone(),
+                verdict: Verdict::Pruned { why: why.clone() },
+            })
             .collect();
         let base = KernelConfig::defaults(self.caps());
 
@@ -408,13 +427,13 @@ impl Context {
             ..base
         };
         // Splits: around the device's default (4 per CPU thread, 2048 on GPUs).
-        let default_target = if self.is_cpu() {
-            4 * std::thread::available_parallelism().map_or(4, |n| n.get()) as u32
-        } else {
-            2048
-        };
+        let default_target =
+            if self.is_cpu() { 4 * std::thread::available_parallelism().map_or(4, |n| n.get()) as u32 } else { 2048 };
         let targets = opts.split_targets.clone().unwrap_or_else(|| {
-            [default_target / 4, default_target / 2, default_target, default_target * 2].into_iter().filter(|&t| t > 0).collect()
+            [default_target / 4, default_target / 2, default_target, default_target * 2]
+                .into_iter()
+                .filter(|&t| t > 0)
+                .collect()
         });
         let cfgs: Vec<Arc<KernelConfig>> =
             targets.iter().map(|&t| Arc::new(KernelConfig { split_target: t, ..chosen.clone() })).collect();
@@ -438,7 +457,14 @@ impl Context {
             return Err(Error::internal(format!("the tuner chose a configuration the device cannot run: {why}")));
         }
         self.set_config(chosen.clone())?;
-        let mut report = TuneReport { config: chosen.clone(), cache_hit: false, cache_file: None, shapes: Some(shapes), trials, timing };
+        let mut report = TuneReport {
+            config: chosen.clone(),
+            cache_hit: false,
+            cache_file: None,
+            shapes: Some(shapes),
+            trials,
+            timing,
+        };
         if opts.write_cache && mode != TuneMode::Off {
             if let Some(dir) = self.cache_dir() {
                 let entry = CacheEntry {

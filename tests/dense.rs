@@ -490,7 +490,9 @@ fn f16_storage_is_refused_clearly() {
     assert!(matches!(e, Error::Unsupported { option: "storage", .. }), "{e}");
     let legacy = Arc::new(KernelConfig::legacy());
     let e = ctx
-        .retrieve_with(legacy, &bank, &xi[..4], &RetrieveOptions::dense(1.0), &mut |_| std::ops::ControlFlow::Continue(()))
+        .retrieve_with(legacy, &bank, &xi[..4], &RetrieveOptions::dense(1.0), &mut |_| {
+            std::ops::ControlFlow::Continue(())
+        })
         .unwrap_err();
     assert!(matches!(e, Error::Unsupported { option: "storage", .. }), "{e}");
     // A device without shader-f16 (one made here without the feature).

@@ -356,7 +356,10 @@ fn adversarial(ctx: &Context, cfg: &Arc<KernelConfig>, m: usize, ks: &[usize]) {
     let orders: [(&str, Vec<f32>); 3] = [
         ("ascending", with_first(&|mu| mu as f32 / 8.0)),
         ("all equal", with_first(&|_| 0.5)),
-        ("top K last", with_first(&|mu| if mu + k_max >= m { 4.0 + (mu % 7) as f32 / 8.0 } else { -((mu % 5) as f32) / 8.0 })),
+        (
+            "top K last",
+            with_first(&|mu| if mu + k_max >= m { 4.0 + (mu % 7) as f32 / 8.0 } else { -((mu % 5) as f32) / 8.0 }),
+        ),
     ];
     for (name, xi) in &orders {
         for &k in ks {

@@ -329,9 +329,13 @@ fn parse_configs(list: &str) -> Result<Vec<(String, Named)>, CliError> {
                 })?;
                 Named::Given(match serde_json::from_str::<KernelConfig>(&text) {
                     Ok(c) => c,
-                    Err(_) => serde_json::from_str::<cache::CacheEntry>(&text)
-                        .map_err(|e| usage(format!("{path}: neither a kernel configuration nor a tuner cache entry: {e}")))?
-                        .config,
+                    Err(_) => {
+                        serde_json::from_str::<cache::CacheEntry>(&text)
+                            .map_err(|e| {
+                                usage(format!("{path}: neither a kernel configuration nor a tuner cache entry: {e}"))
+                            })?
+                            .config
+                    }
                 })
             }
         };
@@ -508,7 +512,19 @@ fn reference(c: &Config, xs: &Matrix, rows: &[usize], xim: &Matrix, beta: f64) -
 fn print_table(records: &[Record]) {
     println!(
         "{:<16} {:<12} {:>5} {:>8} {:>6} {:>5} {:>11} {:>11} {:>7} {:>9} {:>8} {:>10} {:>9}  note",
-        "config", "method", "d", "M", "L", "steps", "median ms", "wall ms", "vs 1st", "GFLOP/s", "GB/s", "max|err|", "vs CPU"
+        "config",
+        "method",
+        "d",
+        "M",
+        "L",
+        "steps",
+        "median ms",
+        "wall ms",
+        "vs 1st",
+        "GFLOP/s",
+        "GB/s",
+        "max|err|",
+        "vs CPU"
     );
     for r in records {
         println!(

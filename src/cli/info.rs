@@ -14,7 +14,9 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     if args.json {
         let adapters: Vec<String> = hopfield_gpu::list_adapters(None)?
             .iter()
-            .map(|a| format!("{} ({:?}, {:?}, driver {} {})", a.name, a.backend, a.device_type, a.driver, a.driver_info))
+            .map(|a| {
+                format!("{} ({:?}, {:?}, driver {} {})", a.name, a.backend, a.device_type, a.driver, a.driver_info)
+            })
             .collect();
         let ctx = super::context(device)?;
         let coop: Vec<String> = ctx
