@@ -31,6 +31,7 @@ pub mod config;
 mod context;
 pub mod cpu;
 mod error;
+pub mod experiment;
 mod feature;
 mod host;
 mod kernels;
@@ -42,6 +43,7 @@ mod retrieve;
 mod shaders;
 mod sharded;
 mod stats;
+pub mod theory;
 pub mod tolerance;
 mod tune;
 
@@ -54,7 +56,7 @@ pub use method::{default_feature_count, default_window, random_rank_key, window_
 pub use partial::{Partial, PartialData};
 pub use planner::{f32_rounding_bound, plan, poly_choice, Candidate, Plan, PolyReport};
 pub use retrieve::encode::MAX_ENCODED_STEPS;
-pub use retrieve::{Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, MAX_STEPS};
+pub use retrieve::{Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, Sweep, MAX_STEPS};
 pub use sharded::ShardedBank;
 pub use stats::{Magnitudes, ProblemStats};
 pub use tune::{Trial, TuneOptions, TuneReport, TuneShapes, Verdict};

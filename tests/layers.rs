@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 /// (module path, layer, device side). Layers, bottom up: 0 the error type;
 /// 1 what defines a method, and leaf utilities; 2 device-free math and the
 /// reference; 3 the device context and the shaders; 4 the memory bank;
-/// 5 the kernels; 6 retrieval. The command line (`src/cli`, a separate
+/// 5 the kernels; 6 retrieval; 7 the experiments, which drive retrieval
+/// like a user (through the public types only). The command line (`src/cli`, a separate
 /// binary crate) and a Python package sit above and see only the public API.
 /// The longest listed prefix of a path decides, so a module can place its
 /// submodules on other layers (`layer` device-free, `layer::gpu` with the
@@ -38,6 +39,7 @@ const LAYERS: &[(&str, u8, bool)] = &[
     ("retrieve", 6, true),
     ("partial", 6, true),
     ("sharded", 6, true),
+    ("experiment", 7, true),
     // The tuner checks candidates against the reference before it times
     // them: like bench, a harness above the device side, not part of it.
     ("tune", 7, false),

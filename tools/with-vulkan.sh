@@ -15,6 +15,9 @@
 # Whether CI should use it is not measured yet: BENCHMARKS.md (issue 9).
 set -euo pipefail
 
+# A loader and at least one ICD manifest in any of the loader's standard
+# folders. (One `ls` over all three globs fails when any folder is absent,
+# which sent machines with a driver into apt-get on every call.)
 have_vulkan() {
     # Capture first: `ldconfig -p | grep -q` can fail under pipefail when
     # grep exits early and ldconfig dies of SIGPIPE (then the driver was

@@ -1,7 +1,9 @@
 //! Command-line parsing (clap) and dispatch to one module per subcommand.
 //! The flag names are an interface users' scripts rely on: keep them.
 
+mod analyze;
 mod bench;
+mod experiment;
 mod info;
 mod paths;
 mod retrieve;
@@ -34,6 +36,13 @@ enum Command {
     Bench(bench::Args),
     /// Find the fastest kernel configuration for this device and cache it.
     Tune(tune::Args),
+    /// The seed papers' quantities for a memory set: separation, radius,
+    /// well-separation thresholds, capacity bounds, and per query the one-step
+    /// error bounds beside the measured error.
+    Analyze(analyze::Args),
+    /// Rerun the seed papers' retrieval experiments (capacity, noise, scaling):
+    /// CSV, JSON, PNG and SVG plots, and a README with the command.
+    Experiment(experiment::Args),
 }
 
 /// Retrieval methods as spelled on the command line: one per [`Method`]
@@ -253,6 +262,17 @@ pub fn flag(name: &str) -> String {
         "support" => "--support-out".into(),
         "energy" => "--energy-out".into(),
         "beta" | "eps" | "k" | "seed" | "delta" | "degree" | "features" | "tolerance" | "method" => format!("--{name}"),
+        // analyze and experiment
+        "p" | "radius" | "trials" | "steps" | "methods" | "sizes" | "sigmas" | "data" | "variant" => {
+            format!("--{name}")
+        }
+        "noise_m" => "--m".into(),
+        "n" => "--max-n".into(),
+        "scaling_dim" => "--dim".into(),
+        "time_budget_s" => "--time-budget".into(),
+        "authors_threshold" => "--authors-threshold".into(),
+        "noise_broadcast" => "--noise-broadcast".into(),
+        "authors_sign_scores" => "--authors-sign-scores".into(),
         other => other.into(),
     }
 }
@@ -282,6 +302,8 @@ pub fn main() -> ExitCode {
         Command::Info(args) => info::run(args, &cli.device),
         Command::Bench(args) => bench::run(args, &cli.device),
         Command::Tune(args) => tune::run(args, &cli.device),
+        Command::Experiment(args) => experiment::run(args, &cli.device),
+        Command::Analyze(args) => analyze::run(args, &cli.device),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

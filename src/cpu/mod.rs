@@ -15,6 +15,7 @@
 pub mod dense;
 pub mod entmax;
 pub mod feature;
+pub mod separation;
 pub mod topk;
 pub mod update;
 pub mod window;

@@ -26,6 +26,7 @@ pub(crate) mod dense;
 pub(crate) mod entmax;
 pub(crate) mod feature;
 pub(crate) mod partial;
+pub(crate) mod separation;
 pub(crate) mod topk;
 pub(crate) mod update;
 pub(crate) mod window;

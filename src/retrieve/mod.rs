@@ -19,9 +19,11 @@ use crate::stats::validate_matrix;
 
 pub(crate) mod encode;
 pub(crate) mod job;
+mod separation;
 
 pub use encode::RetrieveBuffers;
 use job::Job;
+pub use separation::Sweep;
 
 /// The most updates one retrieval may run. Each costs about one retrieval
 /// (dense: `O(L M (d + dv))`; a converged query stops changing but the
