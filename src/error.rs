@@ -181,6 +181,39 @@ pub enum Error {
         /// What is wrong with it.
         why: String,
     },
+
+    /// A layer configuration cannot be run as it is: an unknown class or
+    /// argument, a value of the wrong type, a combination hopfield-layers
+    /// itself refuses, or a value hopfield-gpu does not support. Never
+    /// ignored silently.
+    #[error("layer config: {arg}: {why}")]
+    LayerConfig {
+        /// The argument (or `class`), by its hopfield-layers name.
+        arg: String,
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// A network model file cannot be run as it is: an unknown block type or
+    /// field, a missing field, or a size that does not follow from the
+    /// block before.
+    #[error("network model: {at}: {why}")]
+    Model {
+        /// Where, as a JSON path (`blocks[2].hidden`).
+        at: String,
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// A weights file disagrees with its layer configuration: a tensor is
+    /// missing, unexpected, of the wrong shape or dtype, or not finite.
+    #[error("layer weights: tensor {key:?}: {why}")]
+    LayerWeights {
+        /// The state-dict key, as hopfield-layers writes it.
+        key: String,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 /// The kinds of GPU failure [`Error::Gpu`] reports.
@@ -272,7 +305,8 @@ pub(crate) fn show_bytes(n: u64) -> String {
 pub enum ErrorKind {
     /// The caller's input or options are wrong: shapes, empty sets,
     /// non-finite values, parameters out of their domain, files that are not
-    /// what they claim to be.
+    /// what they claim to be, layer configurations, models and weights
+    /// files that disagree with each other.
     InvalidInput,
     /// The request is well formed but cannot be done here: an option the
     /// method lacks, or a problem beyond this device's limits.
@@ -301,7 +335,10 @@ impl Error {
             | Error::Empty { .. }
             | Error::NonFinite { .. }
             | Error::InvalidParameter { .. }
-            | Error::BadFile { .. } => ErrorKind::InvalidInput,
+            | Error::BadFile { .. }
+            | Error::LayerConfig { .. }
+            | Error::Model { .. }
+            | Error::LayerWeights { .. } => ErrorKind::InvalidInput,
             Error::DeviceLimit { .. } | Error::Unsupported { .. } | Error::MissingFeature { .. } => {
                 ErrorKind::Unsupported
             }

@@ -35,6 +35,8 @@ pub mod experiment;
 mod feature;
 mod host;
 mod kernels;
+pub mod layer;
+pub mod linalg;
 mod method;
 pub mod npy;
 mod partial;
@@ -56,7 +58,10 @@ pub use method::{default_feature_count, default_window, random_rank_key, window_
 pub use partial::{Partial, PartialData};
 pub use planner::{f32_rounding_bound, plan, poly_choice, Candidate, Plan, PolyReport};
 pub use retrieve::encode::MAX_ENCODED_STEPS;
-pub use retrieve::{Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, Sweep, MAX_STEPS};
+pub use retrieve::{
+    Batch, BatchGroup, BatchMemories, BatchOptions, BatchProblem, BatchRetrieval, BatchSpace, BatchStop, GroupResult,
+    ProblemResult, Progress, Retrieval, RetrieveBuffers, RetrieveOptions, SupportSets, Sweep, MAX_STEPS,
+};
 pub use sharded::ShardedBank;
 pub use stats::{Magnitudes, ProblemStats};
 pub use tune::{Trial, TuneOptions, TuneReport, TuneShapes, Verdict};

@@ -1,7 +1,8 @@
 //! Reading and writing NumPy `.npy` files, the library's file format for
 //! memories, queries and results.
 //!
-//! Reading is strict: a file that is not exactly a C-order 2-D array of
+//! Reading is strict: a file that is not exactly a C-order 2-D array (or,
+//! through [`read_array`], an array of the ranks asked for) of
 //! float32, float64 or uint8, with exactly as many data bytes as its shape
 //! needs, is an [`Error::BadFile`] whose message names what was wrong. No input
 //! file makes this module panic or allocate more than the file can fill, and
@@ -81,7 +82,34 @@ pub fn read_2d(path: &Path) -> Result<Array2> {
     let file = File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     // The exact length of a regular file; none for a pipe, socket or device.
     let len = file.metadata().ok().filter(std::fs::Metadata::is_file).map(|m| m.len());
-    read_from(BufReader::new(file), len, path)
+    read_from(BufReader::new(file), len, path, 2..=2).map(ArrayN::into_2d)
+}
+
+/// An array of any rank read from a `.npy` file, converted to f32, C order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArrayN {
+    /// The shape, outermost axis first.
+    pub shape: Vec<usize>,
+    /// The values, row-major.
+    pub data: Vec<f32>,
+}
+
+impl ArrayN {
+    fn into_2d(self) -> Array2 {
+        Array2 { rows: self.shape[0], cols: self.shape[1], data: self.data }
+    }
+}
+
+/// [`read_2d`] for an array whose rank lies in `ranks`: the Hopfield layers'
+/// inputs are 3-D `[N, S, F]` (batch first) or 2-D `[S, F]`, their masks
+/// 2-D `[N, S]` or 1-D `[S]`. Everything else is checked as [`read_2d`] checks it.
+///
+/// # Errors
+/// As [`read_2d`], with the rank check for `ranks`.
+pub fn read_array(path: &Path, ranks: std::ops::RangeInclusive<usize>) -> Result<ArrayN> {
+    let file = File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let len = file.metadata().ok().filter(std::fs::Metadata::is_file).map(|m| m.len());
+    read_from(BufReader::new(file), len, path, ranks)
 }
 
 /// [`read_2d`] from any reader (a pipe, a socket, bytes in memory), whose
@@ -95,12 +123,18 @@ pub fn read_2d(path: &Path) -> Result<Array2> {
 /// As [`read_2d`], and [`Error::HostMemory`] for a shape whose f32 data would
 /// not fit in the memory available.
 pub fn read_2d_from(reader: impl Read, name: &Path) -> Result<Array2> {
-    read_from(BufReader::new(reader), None, name)
+    read_from(BufReader::new(reader), None, name, 2..=2).map(ArrayN::into_2d)
 }
 
-/// The reader behind [`read_2d`] and [`read_2d_from`]; `len` is the exact
-/// length of the input where it is known (a regular file).
-fn read_from(mut reader: impl Read, len: Option<u64>, path: &Path) -> Result<Array2> {
+/// The reader behind [`read_2d`], [`read_2d_from`] and [`read_array`]; `len`
+/// is the exact length of the input where it is known (a regular file);
+/// `ranks` the ranks accepted.
+fn read_from(
+    mut reader: impl Read,
+    len: Option<u64>,
+    path: &Path,
+    ranks: std::ops::RangeInclusive<usize>,
+) -> Result<ArrayN> {
     let io_err = |source| Error::Io { path: path.to_path_buf(), source };
     let bad = |why: String| Error::BadFile { path: path.to_path_buf(), why };
 
@@ -119,9 +153,15 @@ fn read_from(mut reader: impl Read, len: Option<u64>, path: &Path) -> Result<Arr
              save it in C order (numpy.ascontiguousarray)"
         )));
     }
-    let &[rows, cols] = shape.as_slice() else {
-        return Err(bad(format!("expected a 2-D array, found shape {shape:?}")));
-    };
+    if !ranks.contains(&shape.len()) {
+        let want = if ranks.start() == ranks.end() {
+            format!("a {}-D array", ranks.start())
+        } else {
+            let all: Vec<String> = ranks.clone().map(|r| format!("{r}-D")).collect();
+            format!("a {} array", all.join(" or "))
+        };
+        return Err(bad(format!("expected {want}, found shape {shape:?}")));
+    }
 
     let dtype = header.dtype();
     let kind = match &dtype {
@@ -141,9 +181,10 @@ fn read_from(mut reader: impl Read, len: Option<u64>, path: &Path) -> Result<Arr
     let too_big = || {
         bad(format!("shape {shape:?} of dtype {} needs more memory than this machine can address", dtype_name(&dtype)))
     };
-    let count = rows.checked_mul(cols).ok_or_else(too_big)?;
+    let count = shape.iter().try_fold(1u64, |acc, &n| acc.checked_mul(n)).ok_or_else(too_big)?;
     let data_bytes = count.checked_mul(kind.size()).ok_or_else(too_big)?;
-    let (Ok(rows), Ok(cols), Ok(count)) = (usize::try_from(rows), usize::try_from(cols), usize::try_from(count)) else {
+    let dims: Option<Vec<usize>> = shape.iter().map(|&n| usize::try_from(n).ok()).collect();
+    let (Some(dims), Ok(count)) = (dims, usize::try_from(count)) else {
         return Err(too_big());
     };
     if count.checked_mul(size_of::<f32>()).is_none() {
@@ -209,7 +250,7 @@ fn read_from(mut reader: impl Read, len: Option<u64>, path: &Path) -> Result<Arr
         return Err(bad(extra_bytes(None, data_bytes, &shape, &dtype)));
     }
 
-    Ok(Array2 { rows, cols, data })
+    Ok(ArrayN { shape: dims, data })
 }
 
 /// The message for data beyond what the shape needs (`extra` bytes of it,
@@ -579,6 +620,24 @@ pub fn stage_f32_2d(path: &Path, rows: usize, cols: usize, data: &[f32]) -> Resu
 /// As [`write_f32_1d`].
 pub fn stage_f32_1d(path: &Path, data: &[f32]) -> Result<Staged> {
     stage_nd(path, &[data.len() as u64], data, "<f4")
+}
+
+/// An f32 array of any shape (a Hopfield layer's `[N, L, F]` output), staged.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`] if `data.len()` is not the product of `shape`;
+/// as [`write_f32_2d`] otherwise.
+pub fn stage_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<Staged> {
+    let expected = shape.iter().try_fold(1usize, |acc, &n| acc.checked_mul(n));
+    if expected != Some(data.len()) {
+        return Err(Error::ShapeMismatch {
+            what: format!("values given for {} vs its shape {shape:?}", path.display()),
+            expected: expected.unwrap_or(usize::MAX),
+            got: data.len(),
+        });
+    }
+    let shape: Vec<u64> = shape.iter().map(|&n| n as u64).collect();
+    stage_nd(path, &shape, data, "<f4")
 }
 
 /// [`write_i32_2d`], staged.

@@ -298,3 +298,170 @@ fn output_paths_are_checked_before_the_run() {
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names, ["m.npy"], "nothing was written");
 }
+
+fn fixture(case: &str, file: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hflayers")
+        .join(case)
+        .join(file)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn layer(args: &[&str]) -> Output {
+    bin().arg("layer").args(args).output().expect("the binary runs")
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn layer_runs_trained_modules_of_every_class() {
+    // Against PyTorch's float64 output, within tests/layer.rs's f32 tolerance.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let z = dir.path().join("z.npy");
+    let zs = z.to_str().unwrap();
+    let tol = Tolerance::new(5e-5, 5e-5);
+    let f = |case: &str, file: &str| fixture(case, file);
+    for (case, inputs) in [
+        (
+            "hopfield_mask",
+            vec![
+                ("--stored", "stored.npy"),
+                ("--state", "state.npy"),
+                ("--projection", "projection.npy"),
+                ("--mask", "mask.npy"),
+            ],
+        ),
+        ("pooling_mask", vec![("--stored", "stored.npy"), ("--mask", "mask.npy")]),
+        ("layer_default", vec![("--state", "state.npy")]),
+    ] {
+        let (config, weights) = (f(case, "config.json"), f(case, "weights.safetensors"));
+        let mut args = vec!["--config".to_string(), config, "--weights".into(), weights, "--out".into(), zs.into()];
+        for (flag, file) in inputs {
+            args.push(flag.into());
+            args.push(f(case, file));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = layer(&args);
+        assert!(out.status.success(), "{case}: {}", String::from_utf8_lossy(&out.stderr));
+        let got = npy::read_array(&z, 3..=3).unwrap();
+        let want = npy::read_array(Path::new(&f(case, "out64.npy")), 1..=3).unwrap();
+        assert_eq!(got.shape.iter().product::<usize>(), want.data.len(), "{case}: {:?}", got.shape);
+        let want: Vec<f64> = want.data.iter().map(|&v| f64::from(v)).collect();
+        tol.check(&got.data, &want).unwrap_or_else(|m| panic!("{case}: {m}"));
+    }
+    // 2-D inputs are one sequence: sequence 0 of hopfield_default alone.
+    let case = "hopfield_default";
+    let first = |file: &str| {
+        let a = npy::read_array(Path::new(&fixture(case, file)), 3..=3).unwrap();
+        let per = a.shape[1] * a.shape[2];
+        let p = dir.path().join(file);
+        npy::stage_f32(&p, &a.shape[1..], &a.data[..per]).unwrap().commit().unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let (y, r, p) = (first("stored.npy"), first("state.npy"), first("projection.npy"));
+    let (config, weights) = (fixture(case, "config.json"), fixture(case, "weights.safetensors"));
+    let out = layer(&[
+        "--config",
+        &config,
+        "--weights",
+        &weights,
+        "--stored",
+        &y,
+        "--state",
+        &r,
+        "--projection",
+        &p,
+        "--out",
+        zs,
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = npy::read_array(&z, 2..=2).unwrap();
+    let want = npy::read_array(Path::new(&fixture(case, "out64.npy")), 3..=3).unwrap();
+    let per = got.data.len();
+    let want: Vec<f64> = want.data[..per].iter().map(|&v| f64::from(v)).collect();
+    tol.check(&got.data, &want).unwrap();
+    // The NPH layer from the command line: a method flag replaces the softmax.
+    let out = layer(&[
+        "--config",
+        &config,
+        "--weights",
+        &weights,
+        "--stored",
+        &y,
+        "--state",
+        &r,
+        "--out",
+        zs,
+        "--method",
+        "topk",
+        "--k",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("topk"));
+}
+
+#[test]
+fn layer_bad_input_is_one_clear_error_before_the_device() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let z = dir.path().join("z.npy").to_string_lossy().into_owned();
+    let case = "hopfield_default";
+    let (config, weights) = (fixture(case, "config.json"), fixture(case, "weights.safetensors"));
+    let (y, r) = (fixture(case, "stored.npy"), fixture(case, "state.npy"));
+    let run = |c: &str, w: &str, extra: &[&str]| {
+        let mut args = vec!["--config", c, "--weights", w, "--out", &z];
+        args.extend_from_slice(extra);
+        layer(&args)
+    };
+    // A 4-D input; retrieve still refuses 3-D arrays.
+    let four = write(
+        dir.path(),
+        "four.npy",
+        &npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 2, 2), }", &[0u8; 32]),
+    );
+    assert_fails_with(&run(&config, &weights, &["--stored", &four, "--state", &r]), &["four.npy", "2-D or 3-D"]);
+    let cube = write(
+        dir.path(),
+        "cube.npy",
+        &npy_bytes("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2, 2), }", &[0u8; 32]),
+    );
+    assert_fails_with(
+        &retrieve(&["--memories", &cube, "--queries", &cube, "--beta", "1", "--out", &z]),
+        &["2-D array"],
+    );
+    // Input features differing from the config (8 here).
+    let wide = dir.path().join("wide.npy");
+    npy::stage_f32(&wide, &[2, 5, 9], &[0.25; 90]).unwrap().commit().unwrap();
+    let wide = wide.to_string_lossy().into_owned();
+    assert_fails_with(&run(&config, &weights, &["--stored", &wide, "--state", &r]), &["stored features", "9"]);
+    // Unknown class, unknown argument.
+    let bad_class = write(dir.path(), "c1.json", br#"{"class": "Hopfeld", "args": {"input_size": 8}}"#);
+    assert_fails_with(&run(&bad_class, &weights, &["--stored", &y, "--state", &r]), &["class", "Hopfeld"]);
+    let bad_arg = write(dir.path(), "c2.json", br#"{"class": "Hopfield", "args": {"input_sise": 8}}"#);
+    assert_fails_with(&run(&bad_arg, &weights, &["--stored", &y, "--state", &r]), &["input_sise"]);
+    // Weights that are not safetensors, truncated, or of another module.
+    let text = write(dir.path(), "w.safetensors", b"not a safetensors file at all");
+    assert_fails_with(&run(&config, &text, &["--stored", &y, "--state", &r]), &["w.safetensors"]);
+    let full = std::fs::read(&weights).unwrap();
+    let short = write(dir.path(), "short.safetensors", &full[..full.len() / 2]);
+    assert_fails_with(&run(&config, &short, &["--stored", &y, "--state", &r]), &["short.safetensors"]);
+    // (hopfield_no_bias lacks in_proj_bias; hopfield_sizes has other shapes.)
+    for other in ["hopfield_no_bias", "hopfield_sizes"] {
+        let other = fixture(other, "weights.safetensors");
+        assert_fails_with(&run(&config, &other, &["--stored", &y, "--state", &r]), &["layer weights"]);
+    }
+    // A mask over every stored pattern of a sequence (hflayers gives NaN).
+    let all = write(
+        dir.path(),
+        "mask.npy",
+        &npy_bytes("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 5), }", &[1u8; 10]),
+    );
+    let full_mask = run(&config, &weights, &["--stored", &y, "--state", &r, "--mask", &all]);
+    assert_fails_with(&full_mask, &["mask", "every stored pattern"]);
+    // Inputs the class does not take; method flags without --method.
+    let (pc, pw) = (fixture("pooling_default", "config.json"), fixture("pooling_default", "weights.safetensors"));
+    assert_fails_with(&run(&pc, &pw, &["--stored", &y, "--state", &r]), &["--state", "HopfieldPooling"]);
+    assert_fails_with(&run(&config, &weights, &["--stored", &y]), &["--state", "needs"]);
+    assert_fails_with(&run(&config, &weights, &["--stored", &y, "--state", &r, "--k", "3"]), &["--k", "--method"]);
+    assert!(!Path::new(&z).exists(), "nothing was written");
+}

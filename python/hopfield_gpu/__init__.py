@@ -19,6 +19,11 @@ or inapplicable method parameters, problems beyond the device's limits),
 Threads: every GPU call releases the GIL, and one ``Context`` (with its
 banks) may be used from several Python threads at once.
 
+Hopfield layers: ``load_layer(config, weights)`` runs a trained
+hopfield-layers module (``Hopfield``, ``HopfieldPooling``, ``HopfieldLayer``)
+from its config JSON and safetensors state dict; ``layer.forward(...)``
+takes NumPy arrays ``[N, S, F]`` or ``[S, F]`` and returns float32.
+
 The exact mathematics is fixed by SEMANTICS.md in the repository.
 """
 
@@ -34,6 +39,7 @@ from ._native import (
     METHOD_PARAMS,
     METHODS,
     Context,
+    Layer,
     MemoryBank,
     Retrieval,
     ShardedBank,
@@ -45,18 +51,18 @@ __all__ = [
     "METHODS",
     "METHOD_PARAMS",
     "Context",
+    "Layer",
     "MemoryBank",
     "Partial",
     "Retrieval",
     "ShardedBank",
     "adapters",
     "default_context",
+    "load_layer",
     "merge",
     "retrieve",
 ]
 
-# Hopfield layers (issue 10) will add `load_layer(config, weights)` here,
-# returning a layer whose `forward(...)` takes the CLI `layer` command's inputs.
 
 _default: Optional[Context] = None
 _default_lock = threading.Lock()
@@ -80,6 +86,40 @@ def retrieve(memories: Any, queries: Any, beta: float, *, values: Any = None, **
     """
     ctx = default_context()
     return ctx.retrieve(ctx.memory_bank(memories, values), queries, beta, **options)
+
+
+def load_layer(
+    config: Any,
+    weights: Any,
+    method: Optional[str] = None,
+    *,
+    device: Optional[str] = None,
+    stop: str = "hflayers",
+    **params: Any,
+) -> Layer:
+    """A trained hopfield-layers module (``Hopfield``, ``HopfieldPooling``,
+    ``HopfieldLayer``) on the GPU: ``config`` is the JSON file
+    ``{"class": ..., "args": {constructor arguments}}`` and ``weights`` its
+    state dict saved with ``safetensors.torch.save_file``, as
+    ``tools/export_hflayers.py`` writes them (docs/hflayers.md).
+
+    ``method`` (with its parameters, as ``Context.retrieve`` takes them:
+    ``k``, ``delta`` and ``degree``, ...) replaces the softmax with another
+    retrieval method (the NPH layer); None keeps the config's, dense by
+    default. ``stop``: "hflayers" (hopfield-layers' rule) or "per-query".
+    ``device``: an adapter name filter; None uses ``default_context()``,
+    a name opens a new ``Context(device)`` (use ``Context.load_layer`` to
+    share one).
+
+    ``layer.forward(stored=None, state=None, projection=None, mask=None)``
+    takes the CLI ``layer`` command's inputs as arrays ``[N, S, F]`` (batch
+    first) or ``[S, F]``, and a key-padding mask ``[N, S]`` / ``[S]``
+    (nonzero or True = absent), and returns float32 ``[N, L, out]``
+    (``[L, out]``). Bad config, weights or inputs raise ``ValueError``, a
+    missing file ``OSError``.
+    """
+    ctx = default_context() if device is None else Context(device)
+    return ctx.load_layer(str(config), str(weights), method, stop, **params)
 
 
 @dataclasses.dataclass

@@ -1,13 +1,15 @@
 """Type stubs of hopfield_gpu (see __init__.py for the documentation)."""
 
 import dataclasses
-from typing import Any, Optional, Sequence
+import os
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from ._native import METHOD_PARAMS as METHOD_PARAMS
 from ._native import METHODS as METHODS
 from ._native import Context as Context
+from ._native import Layer as Layer
 from ._native import MemoryBank as MemoryBank
 from ._native import Retrieval as Retrieval
 from ._native import ShardedBank as ShardedBank
@@ -34,3 +36,12 @@ class Partial:
 def default_context() -> Context: ...
 def retrieve(memories: Any, queries: Any, beta: float, *, values: Any = ..., **options: Any) -> Retrieval: ...
 def merge(parts: Sequence[Partial]) -> Retrieval: ...
+def load_layer(
+    config: Union[str, os.PathLike[str]],
+    weights: Union[str, os.PathLike[str]],
+    method: Optional[str] = ...,
+    *,
+    device: Optional[str] = ...,
+    stop: str = ...,
+    **params: Any,
+) -> Layer: ...

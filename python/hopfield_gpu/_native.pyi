@@ -1,6 +1,7 @@
 """Type stubs of the extension module hopfield_gpu._native (python/src/)."""
 
-from typing import Any, Dict, List, Optional, Sequence
+import os
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -86,6 +87,41 @@ class Context:
     ) -> Any:
         """One shard's partial (a hopfield_gpu.Partial); bank holds memories
         [offset, offset + len(bank)) of the whole set. dense or topk only."""
+    def load_layer(
+        self,
+        config: Union[str, os.PathLike[str]],
+        weights: Union[str, os.PathLike[str]],
+        method: Optional[str] = None,
+        stop: str = "hflayers",
+        **params: Any,
+    ) -> Layer:
+        """A trained hopfield-layers module on this device: config JSON
+        {"class": ..., "args": {...}} and its safetensors state dict
+        (tools/export_hflayers.py). method (+ its parameters as retrieve
+        takes them) replaces the config's; stop: "hflayers" or "per-query".
+        ValueError for a bad config, weights or method; OSError for a file
+        that cannot be read."""
+
+class Layer:
+    """A hopfield-layers module (Hopfield, HopfieldPooling, HopfieldLayer) on one Context's device."""
+
+    class_name: str
+    """"Hopfield", "HopfieldPooling" or "HopfieldLayer"."""
+    method: str
+    """The retrieval method in place of the softmax."""
+    def forward(
+        self,
+        stored: Any = None,
+        state: Any = None,
+        projection: Any = None,
+        mask: Any = None,
+    ) -> np.ndarray:
+        """Eval-mode forward pass. Hopfield: stored and state (projection
+        defaults to stored); HopfieldPooling: its input as stored;
+        HopfieldLayer: its input as state. Arrays [N, S, F] (batch first) or
+        [S, F], all of one rank; mask [N, S] / [S], nonzero or True = absent.
+        Returns float32 [N, L, out] ([L, out] for 2-D inputs). The weights
+        are uploaded again at each call. ValueError for bad inputs."""
 
 class ShardedBank:
     """One memory set split over several contexts in this process."""

@@ -74,7 +74,6 @@ pub fn matrix(obj: &Bound<'_, PyAny>, what: &str, rank: Rank) -> PyResult<Matrix
 }
 
 fn convert(obj: &Bound<'_, PyAny>, what: &str, rank: Rank) -> PyResult<Matrix> {
-    let py = obj.py();
     let a = asarray(obj)?;
     let shape = a.shape().to_vec();
     let (rows, cols, one_d) = match (shape.as_slice(), rank) {
@@ -89,29 +88,64 @@ fn convert(obj: &Bound<'_, PyAny>, what: &str, rank: Rank) -> PyResult<Matrix> {
             )))
         }
     };
-    let dt = a.dtype();
-    let data = if dt.is_equiv_to(&dtype::<f32>(py)) {
-        gather::<f32>(&a, |v| v)?
-    } else if dt.is_equiv_to(&dtype::<f64>(py)) {
-        // Out-of-range f64 becomes +-inf here and is refused by the library
-        // as a non-finite value, naming its row and column.
-        gather::<f64>(&a, |v| v as f32)?
-    } else if dt.is_equiv_to(&dtype::<u8>(py)) {
-        gather::<u8>(&a, f32::from)?
-    } else {
-        return Err(PyTypeError::new_err(format!(
-            "{what} has dtype {dt}; hopfield_gpu takes float32, float64 or uint8 (convert with .astype(numpy.float32))"
-        )));
-    };
+    let data = f32_data(&a, what, false)?;
     Ok(Matrix { data, rows, cols, one_d })
 }
 
-/// A 1-D array, or a 2-D `[rows, cols]` one.
+/// `a`'s values as f32, in logical (row-major) order; bool arrays (True =
+/// 1) only where `bools` (masks), so that patterns keep their three dtypes.
+fn f32_data(a: &Bound<'_, PyUntypedArray>, what: &str, bools: bool) -> PyResult<Vec<f32>> {
+    let py = a.py();
+    let dt = a.dtype();
+    if dt.is_equiv_to(&dtype::<f32>(py)) {
+        gather::<f32>(a, |v| v)
+    } else if dt.is_equiv_to(&dtype::<f64>(py)) {
+        // Out-of-range f64 becomes +-inf here and is refused by the library
+        // as a non-finite value, naming its row and column.
+        gather::<f64>(a, |v| v as f32)
+    } else if dt.is_equiv_to(&dtype::<u8>(py)) {
+        gather::<u8>(a, f32::from)
+    } else if bools && dt.is_equiv_to(&dtype::<bool>(py)) {
+        gather::<bool>(a, |v| if v { 1.0 } else { 0.0 })
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "{what} has dtype {dt}; hopfield_gpu takes float32, float64 or uint8 (convert with .astype(numpy.float32))"
+        )))
+    }
+}
+
+/// Convert `obj` (named `what` in errors) of a rank in `ranks` to its shape
+/// and f32 row-major data (the layers' 2-D and 3-D inputs, their masks;
+/// `bools`: bool arrays are taken too, as for a mask).
+/// Panics in the conversion become `RuntimeError`, as in [`matrix`].
+pub fn array(
+    obj: &Bound<'_, PyAny>,
+    what: &str,
+    ranks: std::ops::RangeInclusive<usize>,
+    bools: bool,
+) -> PyResult<(Vec<usize>, Vec<f32>)> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let a = asarray(obj)?;
+        let shape = a.shape().to_vec();
+        if !ranks.contains(&shape.len()) {
+            return Err(PyValueError::new_err(format!(
+                "{what} must be a {}-D to {}-D array, got shape {shape:?}",
+                ranks.start(),
+                ranks.end()
+            )));
+        }
+        Ok((shape, f32_data(&a, what, bools)?))
+    }))
+    .map_err(crate::errors::panic_to_py)?
+}
+
+/// A 1-D array, a 2-D `[rows, cols]` one, or a 3-D `[n, rows, cols]` one.
 pub fn output<'py, T: numpy::Element>(py: Python<'py>, data: Vec<T>, shape: &[usize]) -> PyResult<Bound<'py, PyAny>> {
     let flat = PyArray1::from_vec(py, data);
     match *shape {
         [_] => Ok(flat.into_any()),
         [r, c] => Ok(flat.reshape([r, c])?.into_any()),
+        [n, r, c] => Ok(flat.reshape([n, r, c])?.into_any()),
         [] => Ok(flat.reshape(())?.into_any()),
         _ => Err(PyValueError::new_err(format!("internal: unsupported output rank {}", shape.len()))),
     }

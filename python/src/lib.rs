@@ -10,6 +10,7 @@
 mod arrays;
 mod bench;
 mod errors;
+mod layer;
 mod objects;
 mod options;
 mod partial;
@@ -36,11 +37,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<objects::PyMemoryBank>()?;
     m.add_class::<objects::PyRetrieval>()?;
     m.add_class::<partial::PyShardedBank>()?;
+    m.add_class::<layer::PyLayer>()?;
     m.add_function(wrap_pyfunction!(partial::_merge, m)?)?;
     m.add_function(wrap_pyfunction!(bench::_time_retrieve, m)?)?;
     m.add("METHODS", options::METHODS.to_vec())?;
     m.add("METHOD_PARAMS", options::PARAMS.to_vec())?;
-    // Layers (issue 10): `load_layer(config, weights)` is registered here
-    // once the library has Hopfield layers.
     Ok(())
 }

@@ -282,6 +282,25 @@ impl PyContext {
         crate::partial::retrieve_partial(self, py, bank, queries, beta, method, offset, params)
     }
 
+    /// A trained hopfield-layers module on this device: `config` (JSON,
+    /// `{"class": ..., "args": {...}}`) and `weights` (its state dict in
+    /// safetensors), as tools/export_hflayers.py writes them. `method`
+    /// (with its keyword parameters, as `retrieve` takes them) replaces the
+    /// config's retrieval method; `stop` is the updates' stop rule,
+    /// "hflayers" or "per-query".
+    #[pyo3(signature = (config, weights, method=None, stop="hflayers", **params))]
+    fn load_layer(
+        &self,
+        py: Python<'_>,
+        config: std::path::PathBuf,
+        weights: std::path::PathBuf,
+        method: Option<&str>,
+        stop: &str,
+        params: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<crate::layer::PyLayer> {
+        crate::layer::load(&self.ctx, py, config, weights, method, stop, params)
+    }
+
     fn __repr__(&self) -> String {
         format!("Context(adapter={:?})", self.ctx.adapter_info().name)
     }

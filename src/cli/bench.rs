@@ -76,6 +76,25 @@ pub struct Args {
     /// Store the memories as f16 (dense only; needs shader-f16).
     #[arg(long)]
     f16: bool,
+    /// Time a hopfield-layers module's forward pass instead: HopfieldPooling
+    /// over 1024 bags of 64 instances (input 64, 4 heads), or Hopfield
+    /// self-association on 16 sequences of 1024 tokens (d = 256, 8 heads);
+    /// --method swaps its retrieval. Not in the default suite (tens of
+    /// seconds on lavapipe).
+    #[arg(long, value_enum, value_name = "KIND")]
+    layer: Option<super::bench_layer::LayerKind>,
+    /// --layer: sequences (bags).
+    #[arg(long, value_name = "N", value_parser = super::parse::count, allow_hyphen_values = true)]
+    sequences: Option<usize>,
+    /// --layer: rows per sequence (instances, tokens).
+    #[arg(long, value_name = "S", value_parser = super::parse::count, allow_hyphen_values = true)]
+    rows: Option<usize>,
+    /// --layer: the module's input_size.
+    #[arg(long, value_name = "F", value_parser = super::parse::count, allow_hyphen_values = true)]
+    input_size: Option<usize>,
+    /// --layer: the module's num_heads.
+    #[arg(long, value_name = "H", value_parser = super::parse::count, allow_hyphen_values = true)]
+    heads: Option<usize>,
 }
 
 /// One configuration to time.
@@ -191,6 +210,19 @@ fn default_suite() -> Vec<Config> {
 }
 
 pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
+    if let Some(kind) = args.layer {
+        return layer(args, kind, device);
+    }
+    for (flag, given) in [
+        ("--sequences", args.sequences.is_some()),
+        ("--rows", args.rows.is_some()),
+        ("--input-size", args.input_size.is_some()),
+        ("--heads", args.heads.is_some()),
+    ] {
+        if given {
+            return Err(CliError::Usage { flag, why: "applies to --layer only".into() });
+        }
+    }
     if args.scaling {
         return scaling(args, device);
     }
@@ -267,6 +299,65 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
         );
     } else {
         print_table(&records);
+    }
+    Ok(())
+}
+
+/// `--layer`: one hopfield-layers module, timed and split by phase.
+fn layer(args: &Args, kind: super::bench_layer::LayerKind, device: &Option<String>) -> Result<(), CliError> {
+    for (flag, given) in [
+        ("--d", args.d.is_some()),
+        ("--m", args.m.is_some()),
+        ("--l", args.l.is_some()),
+        ("--scaling", args.scaling),
+        ("--scale", args.scale.is_some()),
+        ("--beta", args.beta.is_some()),
+    ] {
+        if given {
+            return Err(CliError::Usage {
+                flag,
+                why: "does not apply to --layer (its shape flags are --sequences, --rows, --input-size, --heads)"
+                    .into(),
+            });
+        }
+    }
+    if args.steps != 1 {
+        return Err(CliError::Usage {
+            flag: "--steps",
+            why: "does not apply to --layer (the module's update_steps_max is 0)".into(),
+        });
+    }
+    let mut b = super::bench_layer::LayerBench::new(kind, args.sequences, args.rows, args.input_size, args.heads);
+    b.method = match args.method {
+        Some(m) => args.flags.method(m)?,
+        None => {
+            args.flags.none_given("--method")?;
+            Method::Dense
+        }
+    };
+    b.repeats = args.repeats.unwrap_or(3);
+    if !b.features.is_multiple_of(b.heads) {
+        return Err(CliError::Usage { flag: "--heads", why: format!("must divide --input-size {}", b.features) });
+    }
+    let floats = b.n.checked_mul(b.s).and_then(|v| v.checked_mul(b.features));
+    if floats.is_none_or(|f| f > 1 << 31) {
+        return Err(CliError::Usage { flag: "--sequences", why: "the input holds more than 2^31 floats".into() });
+    }
+    let ctx = super::context(device)?;
+    let report = ctx.report();
+    let record = super::bench_layer::measure(&ctx, &b)?;
+    if args.json {
+        #[derive(Serialize)]
+        struct LayerReport<'a> {
+            device: hopfield_gpu::DeviceReport,
+            layers: &'a [super::bench_layer::LayerRecord],
+        }
+        let json =
+            serde_json::to_string_pretty(&LayerReport { device: report, layers: &[record] }).expect("serialisable");
+        println!("{json}");
+    } else {
+        println!("device: {} ({}, {}); timing: wall clock", report.name, report.backend, report.device_type);
+        super::bench_layer::print_table(&[record]);
     }
     Ok(())
 }

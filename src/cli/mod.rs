@@ -3,8 +3,11 @@
 
 mod analyze;
 mod bench;
+mod bench_layer;
 mod experiment;
+mod forward;
 mod info;
+mod layer;
 mod paths;
 mod retrieve;
 mod tune;
@@ -36,6 +39,12 @@ enum Command {
     Bench(bench::Args),
     /// Find the fastest kernel configuration for this device and cache it.
     Tune(tune::Args),
+    /// Run a trained hopfield-layers module (Hopfield, HopfieldPooling,
+    /// HopfieldLayer) on .npy inputs.
+    Layer(layer::Args),
+    /// Run a Hopfield network (feed-forward, LayerNorm, residual, Hopfield
+    /// and kernelized Hopfield blocks) on a .npy input.
+    Forward(forward::Args),
     /// The seed papers' quantities for a memory set: separation, radius,
     /// well-separation thresholds, capacity bounds, and per query the one-step
     /// error bounds beside the measured error.
@@ -183,6 +192,27 @@ pub struct MethodFlags {
 }
 
 impl MethodFlags {
+    /// Refuse any method flag: without `method_flag` (`--method`) it would
+    /// be ignored.
+    pub fn none_given(&self, method_flag: &'static str) -> Result<(), CliError> {
+        let given = [
+            ("--k", self.k.is_some()),
+            ("--seed", self.seed.is_some()),
+            ("--window", self.window.is_some()),
+            ("--delta", self.delta.is_some()),
+            ("--degree", self.degree.is_some()),
+            ("--features", self.features.is_some()),
+            ("--orthogonal", self.orthogonal),
+            ("--tolerance", self.tolerance.is_some()),
+        ];
+        match given.iter().find(|(_, g)| *g) {
+            Some((flag, _)) => {
+                Err(CliError::Usage { flag, why: format!("needs {method_flag}: it sets one of its parameters") })
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The library method for `arg` with these flags; a flag that does not
     /// belong to the method is an error rather than silently ignored.
     pub fn method(&self, arg: MethodArg) -> Result<Method, CliError> {
@@ -302,6 +332,8 @@ pub fn main() -> ExitCode {
         Command::Info(args) => info::run(args, &cli.device),
         Command::Bench(args) => bench::run(args, &cli.device),
         Command::Tune(args) => tune::run(args, &cli.device),
+        Command::Layer(args) => layer::run(args, &cli.device),
+        Command::Forward(args) => forward::run(args, &cli.device),
         Command::Experiment(args) => experiment::run(args, &cli.device),
         Command::Analyze(args) => analyze::run(args, &cli.device),
     };

@@ -12,9 +12,13 @@
 //! [`retrieve`] and [`dynamics`] map every [`Method`] to its reference, once;
 //! the family modules hold the formulas.
 
+pub mod batch;
 pub mod dense;
 pub mod entmax;
 pub mod feature;
+pub mod layer;
+pub mod linalg;
+pub mod network;
 pub mod separation;
 pub mod topk;
 pub mod update;

@@ -22,9 +22,11 @@ use crate::error::{Error, Result};
 use crate::method::{default_window, Method};
 use crate::shaders::Shader;
 
+pub(crate) mod batch;
 pub(crate) mod dense;
 pub(crate) mod entmax;
 pub(crate) mod feature;
+pub(crate) mod linalg;
 pub(crate) mod partial;
 pub(crate) mod separation;
 pub(crate) mod topk;
@@ -79,13 +81,29 @@ pub(crate) struct Recorder<'c> {
     pub(crate) ctx: &'c Context,
     scratch: Scratch<'c>,
     uniforms: Uniforms,
+    /// Read-only storage tables (work lists, problem descriptors) by content,
+    /// written at [`Recorder::flush`].
+    tables: HashMap<Vec<u32>, (wgpu::Buffer, bool)>,
 }
 
 impl<'c> Recorder<'c> {
     /// A recorder whose buffers go back to the pool when it drops (hold it
     /// until the GPU is done), or are only dropped (`scratch` detached).
     pub(crate) fn new(ctx: &'c Context, scratch: Scratch<'c>) -> Self {
-        Recorder { ctx, scratch, uniforms: Uniforms::default() }
+        Recorder { ctx, scratch, uniforms: Uniforms::default(), tables: HashMap::new() }
+    }
+
+    /// A storage buffer holding `words` (a work list, a descriptor table),
+    /// written to the device at the next [`Recorder::flush`]. Identical
+    /// tables share one buffer: the steps of a dynamics loop repeat theirs.
+    pub(crate) fn table(&mut self, words: &[u32]) -> Result<wgpu::Buffer> {
+        if let Some((b, _)) = self.tables.get(words) {
+            return Ok(b.clone());
+        }
+        let bytes = (words.len() as u64 * 4).max(16);
+        let b = self.scratch.buffer(bytes, wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST)?;
+        self.tables.insert(words.to_vec(), (b.clone(), false));
+        Ok(b)
     }
 
     /// A scratch buffer of at least `size` bytes, held as long as the recorder.
@@ -151,6 +169,12 @@ impl<'c> Recorder<'c> {
     /// it before the work recorded so far is submitted (queue writes land
     /// before the next submission).
     pub(crate) fn flush(&mut self) {
+        for (words, (b, written)) in &mut self.tables {
+            if !*written {
+                self.ctx.queue().write_buffer(b, 0, bytemuck::cast_slice(words));
+                *written = true;
+            }
+        }
         for c in &mut self.uniforms.chunks {
             if c.flushed < c.bytes.len() {
                 self.ctx.queue().write_buffer(&c.buffer, c.flushed as u64, &c.bytes[c.flushed..]);

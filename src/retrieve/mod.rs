@@ -17,10 +17,15 @@ use crate::kernels::Recorder;
 use crate::method::Method;
 use crate::stats::validate_matrix;
 
+pub(crate) mod batch;
 pub(crate) mod encode;
 pub(crate) mod job;
 mod separation;
 
+pub use batch::{
+    Batch, BatchGroup, BatchMemories, BatchOptions, BatchProblem, BatchRetrieval, BatchSpace, BatchStop, GroupResult,
+    ProblemResult,
+};
 pub use encode::RetrieveBuffers;
 use job::Job;
 pub use separation::Sweep;

@@ -3,6 +3,8 @@
 //! random data, the test bank, and the reference-vs-GPU comparison.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod hflayers;
+
 use std::sync::OnceLock;
 
 use hopfield_gpu::cpu::Matrix;

@@ -12,9 +12,12 @@ use std::path::{Path, PathBuf};
 /// (module path, layer, device side). Layers, bottom up: 0 the error type;
 /// 1 what defines a method, and leaf utilities; 2 device-free math and the
 /// reference; 3 the device context and the shaders; 4 the memory bank;
-/// 5 the kernels; 6 retrieval; 7 the experiments, which drive retrieval
-/// like a user (through the public types only). The command line (`src/cli`, a separate
-/// binary crate) and a Python package sit above and see only the public API.
+/// 5 the kernels; 6 the drivers: retrieval (single and batched), the dense
+/// algebra on host data, the GPU Hopfield layers and networks, shard
+/// partials and the sharded bank; 7 the experiments, which drive retrieval
+/// like a user (through the public types only). The command line
+/// (`src/cli`, a separate binary crate) and the Python package sit above
+/// and see only the public API.
 /// The longest listed prefix of a path decides, so a module can place its
 /// submodules on other layers (`layer` device-free, `layer::gpu` with the
 /// driver, so that a layer's forward pass can record through it).
@@ -37,6 +40,7 @@ const LAYERS: &[(&str, u8, bool)] = &[
     ("kernels", 5, true),
     ("layer::gpu", 6, true),
     ("retrieve", 6, true),
+    ("linalg", 6, true),
     ("partial", 6, true),
     ("sharded", 6, true),
     ("experiment", 7, true),
