@@ -9,7 +9,15 @@
 //     the queries still moving (so the host can stop early without reading
 //     states back);
 //   2 (energy): write E(x) = -lse / beta + 0.5 <x, x> for the current state.
-// One workgroup per query. Reference: src/cpu/dense.rs.
+// One workgroup of WG threads per query. The splits are merged in
+// parallel: the statistics by a tree over the threads, and z by threads
+// that are (column lane, split lane) pairs, each summing one column over
+// every SL-th split, then a sum over the split lanes; no thread walks all
+// the splits of a column alone (the legacy merge, dense_merge_legacy.wgsl,
+// did: thousands of splits in a row for few queries against many memories).
+// Reference: src/cpu/dense.rs.
+//
+// #trusted every index is in range: the query q < l (workgroups past l return), splits s < n_splits and columns c < dv bound every part_o / part_stats / out index, the buffers are sized by the host for (l, n_splits, dv), and the argmax split comes from part_stats rows the same workgroup read; the reduction slots are t < WG.
 
 // Keep in sync with `MergeParams` in src/kernels/dense.rs.
 struct Params {
@@ -32,15 +40,18 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> info: array<QueryInfo>;
 @group(0) @binding(5) var<storage, read_write> moving: atomic<u32>;
 
-var<workgroup> red: array<vec2<f32>, 64>;
-var<workgroup> red_arg: array<u32, 64>;
+// Threads per workgroup (a power of two), set by the host.
+override WG: u32 = 256u;
+
+var<workgroup> red: array<vec2<f32>, WG>;
+var<workgroup> red_arg: array<u32, WG>;
 var<workgroup> skip: u32;
 
 fn reduce_max_arg(t: u32, v: f32, arg: u32) -> vec2<f32> {
     red[t] = vec2<f32>(v, 0.0);
     red_arg[t] = arg;
     workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if (t < s) {
             let a = red[t].x;
             let b = red[t + s].x;
@@ -60,7 +71,7 @@ fn reduce_max_arg(t: u32, v: f32, arg: u32) -> vec2<f32> {
 fn reduce_sum2(t: u32, v: vec2<f32>) -> vec2<f32> {
     red[t] = v;
     workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if (t < s) {
             red[t] += red[t + s];
         }
@@ -74,7 +85,7 @@ fn reduce_sum2(t: u32, v: vec2<f32>) -> vec2<f32> {
 fn reduce_max(t: u32, v: f32) -> f32 {
     red[t] = vec2<f32>(v, 0.0);
     workgroupBarrier();
-    for (var s = 32u; s > 0u; s >>= 1u) {
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
         if (t < s) {
             red[t].x = max(red[t].x, red[t + s].x);
         }
@@ -85,7 +96,7 @@ fn reduce_max(t: u32, v: f32) -> f32 {
     return r;
 }
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let q = wg.x + wg.y * p.groups_x;
     if (q >= p.l) {
@@ -96,7 +107,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
     // Global max over the splits, with the argmax of the split that holds it.
     var mx = -3.4e38;
     var mx_split = 0xffffffffu;
-    for (var s = t; s < ns; s += 64u) {
+    for (var s = t; s < ns; s += WG) {
         let m = part_stats[q * ns + s].x;
         if (m > mx) {
             mx = m;
@@ -109,7 +120,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
 
     // Total sum, and <x, x> of the current state for the energy.
     var sum = 0.0;
-    for (var s = t; s < ns; s += 64u) {
+    for (var s = t; s < ns; s += WG) {
         let st = part_stats[q * ns + s];
         sum += st.y * exp(st.x - big_m);
     }
@@ -120,7 +131,7 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
     // value is what encode_retrieve writes into the caller's buffer.
     var half_xx = 0.0;
     if (p.mode != 0u) {
-        for (var c = t; c < p.dv; c += 64u) {
+        for (var c = t; c < p.dv; c += WG) {
             let x = out[q * p.dv + c];
             half_xx += (0.5 * x) * x;
         }
@@ -141,18 +152,34 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
     }
 
     let inv = 1.0 / tot.x;
+    // z: CL column lanes by SL split lanes.
+    let cl_n = min(p.dv, WG);
+    let sl_n = WG / cl_n;
+    let cl = t % cl_n;
+    let sl = t / cl_n;
     var delta = 0.0;
-    for (var c = t; c < p.dv; c += 64u) {
-        var z = 0.0;
-        for (var s = 0u; s < ns; s++) {
-            let st = part_stats[q * ns + s];
-            z += part_o[(q * ns + s) * p.dv + c] * exp(st.x - big_m);
+    for (var c0 = 0u; c0 < p.dv; c0 += cl_n) {
+        let c = c0 + cl;
+        var acc = 0.0;
+        if (sl < sl_n && c < p.dv) {
+            for (var s = sl; s < ns; s += sl_n) {
+                acc += part_o[(q * ns + s) * p.dv + c] * exp(part_stats[q * ns + s].x - big_m);
+            }
         }
-        z *= inv;
-        if (p.mode == 1u) {
-            delta = max(delta, abs(z - out[q * p.dv + c]));
+        red[t].x = acc;
+        workgroupBarrier();
+        if (sl == 0u && c < p.dv) {
+            var z = acc;
+            for (var i = 1u; i < sl_n; i++) {
+                z += red[t + i * cl_n].x;
+            }
+            z *= inv;
+            if (p.mode == 1u) {
+                delta = max(delta, abs(z - out[q * p.dv + c]));
+            }
+            out[q * p.dv + c] = z;
         }
-        out[q * p.dv + c] = z;
+        workgroupBarrier(); // red is free again
     }
     if (p.mode == 1u) {
         let dmax = reduce_max(t, delta);

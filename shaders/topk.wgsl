@@ -1,33 +1,40 @@
-// Top-K and random-mask retrieval, pass 1 of 2: fused selection over one
-// split of the memories. Pass 2 (topk_merge.wgsl) merges the splits' lists.
+// Top-K and random-mask retrieval, pass 1 of 2: threshold, then collect,
+// over one split of the memories, in one scoring sweep for any K. Pass 2
+// (topk_merge.wgsl) chooses the K winners among the splits' candidates and
+// folds them into z. The kernel before issue 9 (a heap of <= 64 per query,
+// rounds of 64 for larger K) is topk_legacy.wgsl.
 //
-// Design. Selection works on a u32 "rank" where larger is better and the
-// total order is (rank desc, global index asc), so ties go to the lower index:
+// Selection works on a u32 rank, larger is better, with the total order
+// (rank desc, global index asc), so ties go to the lower index:
 //   - top-K (`score_select`): rank = order-preserving bits of beta <x, xi>
 //     (-0 and +0 rank equal, as in the reference);
 //   - random (`hash_select`): rank = ~random_rank_key(seed, l, mu), the
-//     u32-only hash of src/method.rs ported bit for bit below; only the
-//     hash is computed here, the selected memories are scored in pass 2.
-// Workgroup = (block of 16 queries, split). Scoring reuses dense.wgsl's tile:
-// 64 memories per tile, keys staged 64 dims at a time, each thread a 4 x 4
-// register tile of scores; the L x M scores never leave workgroup memory.
-// Per tile the 16 x 64 ranks go to workgroup memory and one thread per query
-// offers its 64 candidates to a binary heap of `take` (<= 64) entries held in
-// workgroup memory, whose root is the current K-th best (the threshold): a
-// candidate that does not beat it is rejected with one compare, the common
-// case once the heap is full; an accepted one replaces the root and sifts
-// down (<= 6 steps, so even adversarial orders, where every candidate is
-// accepted, stay cheap and inside lavapipe's loop limiter). All compares use
-// the total order, so ties keep the lower index. Each split heapsorts its
-// heap and writes it best first (padded with EMPTY) to `part`.
+//     u32-only hash of src/method.rs ported bit for bit below.
 //
-// K > 64 runs in rounds of at most 64: round r admits only candidates that
-// come after the pivot (the last entry chosen in round r - 1) in the total
-// order, so each round yields the next 64 of the ranking. A round costs one
-// more scoring sweep; that is the slower path for large K.
+// Workgroup = (block of BQ queries, split). Scoring is dense.wgsl's
+// register-tiled loop (shared/score_tile.wgsl). Each query has a threshold
+// theta, the K-th best candidate it has kept (at first: nothing to beat),
+// which every thread of its row holds in a register during a tile: a score
+// that does not reach it costs one compare and nothing else. Survivors are
+// appended (a workgroup atomic counter per query) to the query's candidate
+// buffer for this split, a region of CAP entries in global memory: K up to
+// and beyond 1024 would not fit workgroup memory beside the tile, and an
+// append-only region needs no per-entry ordering. After a tile, every
+// buffer that could overflow in the next one (more than CAP - BM entries)
+// is compacted: its exact K-th best becomes theta (shared/radix_select.wgsl)
+// and only the K entries at or above it stay. So each split ends with at
+// most CAP candidates per query, among them all of the split's top K.
+// The cost of the adversarial orders is bounded: scores rising along the
+// memories make every score a survivor, and then a compaction every
+// (CAP - K - BM) / BM tiles at most, which the host's loop budget for
+// lavapipe counts (src/kernels/topk.rs).
 //
 // Reference: src/cpu/topk.rs (top_k_support, random_support) and
 // src/method.rs (random_rank_key). Host side: src/kernels/topk.rs.
+//
+// #trusted every index is in range: scores are offered only for memories j < jmax of the bound segment and queries q < l of the sub-batch, a query's appends stay below CAP because either CAP > K + BM and its buffer is compacted (to K) whenever it holds more than CAP - BM (a tile adds at most BM), or CAP >= split_rows, which bounds the appends of a split, compaction writes below the count it read, regions are (query < l, split < n_splits) of a buffer the host sized l * n_splits * CAP, the bindings hold whole vec4s (padded by the host), and workgroup arrays are sized by the overrides that bound their loops; no divisor is 0 (WG, DK4, TQ, TM > 0).
+
+alias elem = f32;
 
 // Keep in sync with `SelectParams` in src/kernels/topk.rs.
 struct Params {
@@ -37,10 +44,10 @@ struct Params {
     seg_row0: u32,   // global index of the segment's first memory
     split_rows: u32, // memories per split, a multiple of BM
     split0: u32,     // index of this segment's first split
-    n_splits: u32,   // splits in all (stride of `part`)
-    take: u32,       // list length this round (1..=64)
+    n_splits: u32,   // splits in all (stride of the regions)
+    k: u32,          // candidates kept per query at a compaction (K, or M if smaller)
     beta: f32,
-    round: u32,      // 0: no pivot yet
+    cap: u32,        // entries per (query, split) region: > K + BM, or >= split_rows
     q_off: u32,      // first query of the sub-batch in `queries`
     l_global: u32,   // global index of the sub-batch's first query (hash input)
     seed_lo: u32,
@@ -49,42 +56,55 @@ struct Params {
     _pad1: u32,
 }
 
-// Tile shape and list length, set by the host (`topk::Shape` in
-// src/kernels/topk.rs). The thread layout (64 threads = 4 groups of 4
-// queries x 16 lanes of 4 memories; one thread per query offers) is written
-// for BQ = 16, BM = 64; DK is free; KF <= 64 (the merge's reduction width).
-override BQ: u32;  // queries per workgroup
-override BM: u32;  // memories per tile
-override DK: u32;  // dimensions staged per barrier
-override KF: u32;  // longest list per query and round
-const EMPTY: u32 = 0xffffffffu; // index of a padding entry (rank 0): loses to every memory
+override WG: u32;                // threads per workgroup
+override BQ: u32;                // queries per workgroup, a multiple of 4
+override RM: u32;                // memories per thread and tile, <= 8
+override DK: u32;                // dimensions staged per barrier, a multiple of 4
+override PREFETCH: bool = false;
+override D: u32 = 0u;            // the bank's d where fixed at pipeline creation
+override KALIGN: bool = false;   // d is a multiple of 4 (vec4 loads of keys and queries only)
+override TQ: u32 = BQ / 4u;
+override TM: u32 = WG / TQ;
+override BM: u32 = TM * RM;
+override DK4: u32 = DK / 4u;
+override PAD: bool = true;          // odd row stride on GPUs (banks), none on CPU devices
+override KS4: u32 = select(DK4, DK4 + 1u - DK4 % 2u, PAD);
+const EMPTY: u32 = 0xffffffffu;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> queries: array<f32>;
-@group(0) @binding(2) var<storage, read> keys: array<f32>;
-// Per query of the sub-batch: (pivot rank, pivot index, running max bits,
-// running sum bits).
-@group(0) @binding(3) var<storage, read> pivots: array<vec4<u32>>;
-// Per (query, split): `take` (rank, index) pairs, best first.
-@group(0) @binding(4) var<storage, read_write> part: array<vec2<u32>>;
+@group(0) @binding(1) var<storage, read> queries: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> keys: array<vec4<elem>>;
+// Per (query, split) region of `cap` entries: (rank, global index).
+@group(0) @binding(3) var<storage, read_write> cand: array<vec2<u32>>;
+// Per (query, split): entries in the region when the split is done.
+@group(0) @binding(4) var<storage, read_write> counts: array<u32>;
 
-// qs[k * 4 + g] = dimension k of queries 4g .. 4g + 3 of the block.
-var<workgroup> qs: array<vec4<f32>, DK * BQ / 4u>;
-// Keys of the tile as f32 bits, transposed (kv[k * BM + j]); after scoring,
-// the ranks of the tile: kv[j * BQ + query] (BM BQ <= DK BM for DK >= BQ).
-var<workgroup> kv: array<u32, DK * BM>;
-// lists[t * KF ..]: query t's heap of its best candidates (root: the worst).
-var<workgroup> lists: array<vec2<u32>, BQ * KF>;
+var<workgroup> qs: array<vec4<f32>, BQ * KS4>;
+var<workgroup> kv: array<vec4<f32>, BM * KS4>;
+var<workgroup> cnt: array<atomic<u32>, BQ>;
+var<workgroup> theta: array<vec2<u32>, BQ>;
+// Buffers to compact after this tile, and how many.
+var<workgroup> full: array<u32, BQ>;
+var<workgroup> n_full: u32;
+// The buffer being compacted: (first entry, entries), and its new count.
+var<workgroup> region: vec2<u32>;
+var<workgroup> kept: atomic<u32>;
+
+// #include shared/score_tile.wgsl
+// #include shared/radix_select.wgsl
+
+fn set_regions() -> u32 {
+    return 1u;
+}
+
+fn set_region(g: u32) -> vec2<u32> {
+    return region;
+}
 
 // Order-preserving map of an f32 score to u32 (larger score, larger rank).
 fn rank_of(s: f32) -> u32 {
     let b = bitcast<u32>(select(s, 0.0, s == 0.0));
     return select(b | 0x80000000u, ~b, (b & 0x80000000u) != 0u);
-}
-
-// Whether a comes strictly before b: higher rank, then lower index.
-fn better(a: vec2<u32>, b: vec2<u32>) -> bool {
-    return a.x > b.x || (a.x == b.x && a.y < b.y);
 }
 
 // Chris Wellons' lowbias32, lane-wise; keep in sync with
@@ -99,213 +119,170 @@ fn lowbias4(x0: vec4<u32>) -> vec4<u32> {
     return x;
 }
 
-fn load_queries(t: u32, q0: u32, k0: u32) {
-    for (var i = 0u; i < BQ * DK / 64u; i++) {
-        let e = t + 64u * i;
-        let qi = e / DK;
-        let k = e % DK;
-        var v = 0.0;
-        if (q0 + qi < p.l && k0 + k < p.d) {
-            v = queries[(p.q_off + q0 + qi) * p.d + k0 + k];
-        }
-        qs[k * 4u + qi / 4u][qi % 4u] = v;
+// First entry of query q's region (q within the workgroup's block).
+fn region_base(q0: u32, q: u32, split: u32) -> u32 {
+    return ((q0 + q) * p.n_splits + split) * p.cap;
+}
+
+fn begin(t: u32) {
+    if (t < BQ) {
+        atomicStore(&cnt[t], 0u);
+        theta[t] = vec2<u32>(0u, EMPTY); // every candidate is ge this
     }
 }
 
-fn load_keys(t: u32, m0: u32, m_end: u32, k0: u32) {
-    for (var i = 0u; i < BM * DK / 64u; i++) {
-        let e = t + 64u * i;
-        let j = e / DK;
-        let k = e % DK;
-        var v = 0.0;
-        if (m0 + j < m_end && k0 + k < p.d) {
-            v = keys[(m0 + j) * p.d + k0 + k];
-        }
-        kv[k * BM + j] = bitcast<u32>(v);
+// Offer the thread's 4 x RM candidates (ranks r[r][i] of memory
+// m0 + tm + TM r for query 4 tq + i) against the thresholds.
+fn offer(tq: u32, tm: u32, q0: u32, m0: u32, jmax: u32, split: u32, r: ptr<function, array<vec4<u32>, 8>>) {
+    var th: array<vec2<u32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        th[i] = theta[4u * tq + i];
     }
-}
-
-// Ranks of memory j for the 4 queries of group g.
-fn put(j: u32, g: u32, r: vec4<u32>) {
-    let b = j * BQ + 4u * g;
-    kv[b] = r.x;
-    kv[b + 1u] = r.y;
-    kv[b + 2u] = r.z;
-    kv[b + 3u] = r.w;
-}
-
-// Sift entry c down from position pos of the heap lists[base .. base + n)
-// (root = worst entry: every parent is worse than its children).
-fn sift_down(base: u32, pos0: u32, n: u32, c: vec2<u32>) {
-    var pos = pos0;
-    loop {
-        let l = 2u * pos + 1u;
-        if (l >= n) {
-            break;
-        }
-        var w = l; // the worse child
-        if (l + 1u < n && better(lists[base + l], lists[base + l + 1u])) {
-            w = l + 1u;
-        }
-        if (!better(c, lists[base + w])) {
-            break;
-        }
-        lists[base + pos] = lists[base + w];
-        pos = w;
-    }
-    lists[base + pos] = c;
-}
-
-// Offer the tile's candidates (memories m0 .. m0 + jmax of the segment) to
-// query t's heap of `cnt` entries (at most `take`).
-fn offer(t: u32, m0: u32, jmax: u32, cnt: ptr<function, u32>, pivot: vec2<u32>, has_pivot: bool) {
-    let base = t * KF;
-    for (var j = 0u; j < jmax; j++) {
-        let c = vec2<u32>(kv[j * BQ + t], p.seg_row0 + m0 + j);
-        if (has_pivot && !better(pivot, c)) {
-            continue; // chosen in an earlier round
-        }
-        let n = *cnt;
-        if (n == p.take) {
-            if (better(c, lists[base])) {
-                sift_down(base, 0u, n, c); // replaces the worst entry
-            }
-            // else the common case: not above the threshold, one compare
+    // Per query: count this thread's survivors, take their places with one
+    // atomic, then write them (one atomic per thread and query, not per
+    // survivor: where most scores survive, atomics would dominate).
+    for (var i = 0u; i < 4u; i++) {
+        let q = 4u * tq + i;
+        if (q0 + q >= p.l) {
             continue;
         }
-        // Filling: append and sift up.
-        var pos = n;
-        loop {
-            if (pos == 0u) {
-                break;
+        var n = 0u;
+        for (var k = 0u; k < RM; k++) {
+            let j = tm + TM * k;
+            if (j < jmax && ge(vec2<u32>((*r)[k][i], p.seg_row0 + m0 + j), th[i])) {
+                n++;
             }
-            let parent = (pos - 1u) / 2u;
-            if (!better(lists[base + parent], c)) {
-                break;
-            }
-            lists[base + pos] = lists[base + parent];
-            pos = parent;
         }
-        lists[base + pos] = c;
-        *cnt = n + 1u;
-    }
-}
-
-// Heapsort query t's heap in place, best first, and write it out padded.
-fn write_list(t: u32, q0: u32, split: u32, cnt: u32) {
-    let base = t * KF;
-    for (var end = cnt; end > 1u; end--) {
-        // The worst entry goes to the back; the rest is re-heaped.
-        let last = lists[base + end - 1u];
-        lists[base + end - 1u] = lists[base];
-        sift_down(base, 0u, end - 1u, last);
-    }
-    if (q0 + t < p.l) {
-        let out = ((q0 + t) * p.n_splits + split) * p.take;
-        for (var i = 0u; i < p.take; i++) {
-            var e = vec2<u32>(0u, EMPTY);
-            if (i < cnt) {
-                e = lists[base + i];
+        if (n == 0u) {
+            continue;
+        }
+        var at = region_base(q0, q, split) + atomicAdd(&cnt[q], n);
+        for (var k = 0u; k < RM; k++) {
+            let j = tm + TM * k;
+            let c = vec2<u32>((*r)[k][i], p.seg_row0 + m0 + j);
+            if (j < jmax && ge(c, th[i])) {
+                cand[at] = c;
+                at++;
             }
-            part[out + i] = e;
         }
     }
 }
 
-fn pivot_of(t: u32, q0: u32) -> vec2<u32> {
-    if (p.round > 0u && q0 + t < p.l) {
-        return pivots[q0 + t].xy;
-    }
-    return vec2<u32>(0u, 0u);
-}
-
-@compute @workgroup_size(64)
-fn score_select(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let tq = t / 16u;
-    let tm = t % 16u;
-    let q0 = wg.x * BQ;
-    let m_begin = wg.y * p.split_rows;
-    let m_end = min(m_begin + p.split_rows, p.seg_rows);
-    let n_chunks = (p.d + DK - 1u) / DK;
-    let has_pivot = p.round > 0u;
-    let pivot = pivot_of(t, q0);
-    var cnt = 0u;
-
-    if (n_chunks == 1u) {
-        load_queries(t, q0, 0u);
-    }
-    for (var m0 = m_begin; m0 < m_end; m0 += BM) {
-        var s0 = vec4<f32>(0.0);
-        var s1 = vec4<f32>(0.0);
-        var s2 = vec4<f32>(0.0);
-        var s3 = vec4<f32>(0.0);
-        for (var ch = 0u; ch < n_chunks; ch++) {
-            workgroupBarrier(); // the previous readers of qs / kv are done
-            if (n_chunks > 1u) {
-                load_queries(t, q0, ch * DK);
+// Compact every buffer that the next tile could overflow.
+fn compact_full(t: u32, q0: u32, split: u32) {
+    storageBarrier();
+    workgroupBarrier(); // every append of the tile is visible
+    if (t == 0u) {
+        var n = 0u;
+        for (var q = 0u; q < BQ; q++) {
+            let c = atomicLoad(&cnt[q]);
+            // A buffer of at most K entries is never compacted: then the
+            // host made it hold a whole split (cap >= split_rows).
+            if (c + BM > p.cap && c > p.k) {
+                full[n] = q;
+                n++;
             }
-            load_keys(t, m0, m_end, ch * DK);
+        }
+        n_full = n;
+    }
+    let nf = workgroupUniformLoad(&n_full);
+    for (var f = 0u; f < nf; f++) {
+        if (t == 0u) {
+            let q = full[f];
+            region = vec2<u32>(region_base(q0, q, split), atomicLoad(&cnt[q]));
+            atomicStore(&kept, 0u);
+        }
+        let reg = workgroupUniformLoad(&region);
+        let th = select_threshold(t, p.k);
+        // Keep the entries ge th, in place: chunk by chunk of WG entries,
+        // each read before any is written, and written below the count
+        // kept so far (never past the chunk being read).
+        for (var c0 = 0u; c0 < reg.y; c0 += WG) {
+            let e = c0 + t;
+            var c = vec2<u32>(0u, EMPTY);
+            if (e < reg.y) {
+                c = cand[reg.x + e];
+            }
+            storageBarrier();
             workgroupBarrier();
-            let kmax = min(DK, p.d - ch * DK);
-            for (var k = 0u; k < kmax; k++) {
-                let q = qs[k * 4u + tq];
-                let kb = k * BM + tm;
-                s0 += q * bitcast<f32>(kv[kb]);
-                s1 += q * bitcast<f32>(kv[kb + 16u]);
-                s2 += q * bitcast<f32>(kv[kb + 32u]);
-                s3 += q * bitcast<f32>(kv[kb + 48u]);
+            if (e < reg.y && ge(c, th)) {
+                cand[reg.x + atomicAdd(&kept, 1u)] = c;
             }
         }
-        workgroupBarrier(); // the keys are read; kv now takes the ranks
-        let b = p.beta;
-        s0 *= b;
-        s1 *= b;
-        s2 *= b;
-        s3 *= b;
-        put(tm, tq, vec4<u32>(rank_of(s0.x), rank_of(s0.y), rank_of(s0.z), rank_of(s0.w)));
-        put(tm + 16u, tq, vec4<u32>(rank_of(s1.x), rank_of(s1.y), rank_of(s1.z), rank_of(s1.w)));
-        put(tm + 32u, tq, vec4<u32>(rank_of(s2.x), rank_of(s2.y), rank_of(s2.z), rank_of(s2.w)));
-        put(tm + 48u, tq, vec4<u32>(rank_of(s3.x), rank_of(s3.y), rank_of(s3.z), rank_of(s3.w)));
+        storageBarrier();
         workgroupBarrier();
-        if (t < BQ) {
-            offer(t, m0, min(BM, m_end - m0), &cnt, pivot, has_pivot);
+        if (t == 0u) {
+            let q = full[f];
+            atomicStore(&cnt[q], atomicLoad(&kept));
+            // Thresholds only rise: a bucket-wide theta may be looser than
+            // the one before.
+            if (ge(th, theta[q])) {
+                theta[q] = th;
+            }
         }
-    }
-    if (t < BQ) {
-        write_list(t, q0, p.split0 + wg.y, cnt);
+        workgroupBarrier();
     }
 }
 
-@compute @workgroup_size(64)
+fn finish(t: u32, q0: u32, split: u32) {
+    workgroupBarrier();
+    if (t < BQ && q0 + t < p.l) {
+        counts[(q0 + t) * p.n_splits + split] = atomicLoad(&cnt[t]);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn score_select(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let tq = t / TM;
+    let tm = t % TM;
+    let q0 = wg.x * BQ;
+    let d = dims();
+    let m_begin = wg.y * p.split_rows;
+    let m_end = min(m_begin + p.split_rows, p.seg_rows);
+    let split = p.split0 + wg.y;
+    begin(t);
+    if ((d + DK - 1u) / DK == 1u) {
+        stage_queries(t, p.q_off, q0, p.l, d, 0u, p.beta);
+    }
+    prefetch_first(t, m_begin, m_end, d);
+    for (var m0 = m_begin; m0 < m_end; m0 += BM) {
+        var s: array<vec4<f32>, 8>;
+        for (var k = 0u; k < RM; k++) {
+            s[k] = vec4<f32>(0.0);
+        }
+        // beta is folded into the staged queries: s = <beta x, xi>.
+        score_tile(t, tq, tm, p.q_off, q0, p.l, d, m0, m_end, p.beta, &s);
+        var r: array<vec4<u32>, 8>;
+        for (var k = 0u; k < RM; k++) {
+            r[k] = vec4<u32>(rank_of(s[k].x), rank_of(s[k].y), rank_of(s[k].z), rank_of(s[k].w));
+        }
+        offer(tq, tm, q0, m0, min(BM, m_end - m0), split, &r);
+        compact_full(t, q0, split);
+    }
+    finish(t, q0, split);
+}
+
+@compute @workgroup_size(WG)
 fn hash_select(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let tq = t / 16u;
-    let tm = t % 16u;
+    let tq = t / TM;
+    let tm = t % TM;
     let q0 = wg.x * BQ;
     let m_begin = wg.y * p.split_rows;
     let m_end = min(m_begin + p.split_rows, p.seg_rows);
-    let has_pivot = p.round > 0u;
-    let pivot = pivot_of(t, q0);
-    var cnt = 0u;
-
+    let split = p.split0 + wg.y;
+    begin(t);
     // random_rank_key(seed, l, mu) = lowbias32(h_l ^ mu), with h_l from the
     // seed and the query's global index l (queries 4 tq .. 4 tq + 3 here).
     let hs = lowbias4(lowbias4(vec4<u32>(p.seed_lo ^ 0x9e3779b9u)) ^ vec4<u32>(p.seed_hi));
-    let l4 = vec4<u32>(p.l_global + q0 + 4u * tq) + vec4<u32>(0u, 1u, 2u, 3u);
-    let h = lowbias4(hs ^ l4);
-
+    let h = lowbias4(hs ^ (vec4<u32>(p.l_global + q0 + 4u * tq) + vec4<u32>(0u, 1u, 2u, 3u)));
+    workgroupBarrier(); // the counters are cleared
     for (var m0 = m_begin; m0 < m_end; m0 += BM) {
-        workgroupBarrier(); // the previous tile's ranks are read
-        let mu = p.seg_row0 + m0 + tm;
-        put(tm, tq, ~lowbias4(h ^ vec4<u32>(mu)));
-        put(tm + 16u, tq, ~lowbias4(h ^ vec4<u32>(mu + 16u)));
-        put(tm + 32u, tq, ~lowbias4(h ^ vec4<u32>(mu + 32u)));
-        put(tm + 48u, tq, ~lowbias4(h ^ vec4<u32>(mu + 48u)));
-        workgroupBarrier();
-        if (t < BQ) {
-            offer(t, m0, min(BM, m_end - m0), &cnt, pivot, has_pivot);
+        var r: array<vec4<u32>, 8>;
+        for (var k = 0u; k < RM; k++) {
+            r[k] = ~lowbias4(h ^ vec4<u32>(p.seg_row0 + m0 + tm + TM * k));
         }
+        offer(tq, tm, q0, m0, min(BM, m_end - m0), split, &r);
+        compact_full(t, q0, split);
     }
-    if (t < BQ) {
-        write_list(t, q0, p.split0 + wg.y, cnt);
-    }
+    finish(t, q0, split);
 }

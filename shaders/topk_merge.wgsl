@@ -1,73 +1,86 @@
-// Top-K and random-mask retrieval, pass 2 of 2 (one round): merge the
-// per-split sorted lists of topk.wgsl into the next `take` entries of each
-// query's support, then fold them into z with an online softmax over rounds.
+// Top-K and random-mask retrieval, pass 2 of 2: from every split's
+// candidates (topk.wgsl), the K winners of each query, then the softmax over
+// them only and z.
 //
-// `main`, one workgroup per query:
-//   1. each thread owns splits t, t + 64, ... and keeps the best head among
-//      them; `take` times, a 64-way reduction finds the best head overall
-//      (rank desc, index asc), its owner advances that list's head;
-//   2. the winners' scores: top-K decodes them from the rank bits (exact);
-//      random computes beta <x, xi_mu> for the winners only;
-//   3. running max and sum over the rounds so far (stored with the pivot),
-//      counting only winners in the bound segment: with a bank of several
-//      segments, `main` runs once per segment and each folds in its own,
-//      z <- z * exp(old max - new max) + sum_i exp(s_i - new max) v_i, and on
-//      the last round z /= sum: the softmax over the support only, weight
-//      exactly 0 elsewhere (eq. (3.9)), no rescaling of the kept logits;
-//   4. the pivot (last winner) for the next round, and the support indices
-//      in selection order (top-K: score desc, index asc; random: key order,
-//      which `rank` then reorders by ascending index).
-// `rank`: one thread per support entry; its position in ascending index
-// order is the number of entries with a smaller index (indices are unique).
+// `choose`, one workgroup per query: the exact K-th best of the union of
+// the query's regions by radix select (shared/radix_select.wgsl), then the
+// K entries at or above it gathered into the query's winner row (any
+// order). With a support output the row is sorted by a bitonic network in
+// place (top-K: score desc, index asc, the reference's order; random:
+// index asc) and its indices written out.
+// `fold`, one workgroup per query, once per bound segment (a bank of
+// several segments binds its keys and values one at a time): the scores of
+// the winners in this segment (top-K: decoded from the rank bits, exact;
+// random: beta <x, xi> computed here), their running max and sum across
+// segments, and z <- z * exp(old max - new max) + sum_i exp(s_i - max) v_i,
+// divided by the sum on the last segment: the softmax over the support
+// only, weight exactly 0 elsewhere (eq. (3.9)), no rescaling of the kept
+// logits. Threads are (16 columns, winner lane) pairs, so no thread walks
+// all K winners of a column alone, and a winner's index and weight serve 16
+// columns.
 //
 // Reference: src/cpu/topk.rs. Host side: src/kernels/topk.rs.
+//
+// #trusted every index is in range: the query ql < l (workgroups past l return), regions are (ql, split < n_splits) with counts <= cap written by topk.wgsl, exactly k <= pw winners are gathered (the threshold keeps exactly k), winner rows hold pw entries for each of the l queries, winners index memories of the bank and are dereferenced only inside the bound segment (is_local), columns are c < dv and dimensions k < d, and the host sized z, the support and the state for the step's queries.
 
 // Keep in sync with `SelectMergeParams` in src/kernels/topk.rs.
 struct Params {
-    l: u32,        // queries in this sub-batch (rank: in the whole step)
+    l: u32,        // queries in this sub-batch
     d: u32,
     dv: u32,
     n_splits: u32,
-    take: u32,     // entries chosen this round (1..=64)
-    first: u32,    // 1 on the step's first dispatch (round 0, segment 0)
-    last: u32,     // 1 on the last dispatch (last round, last segment): normalise z
+    k: u32,        // winners per query (K, or M if smaller)
+    cap: u32,      // entries per (query, split) region
     width: u32,    // support row length
-    col0: u32,     // first support column of this round
     q_off: u32,    // first query of the sub-batch in the step's buffers
-    groups_x: u32, // workgroups along x; the work item is x + y * groups_x
+    groups_x: u32, // workgroups along x; the query is x + y * groups_x
     random: u32,   // 1: score the winners here (random mask)
     beta: f32,
-    support: u32,  // 1: write support indices
+    support: u32,  // 1: sort the winners and write their indices
     seg_row0: u32, // global index of the bound segment's first memory
     seg_rows: u32, // memories in the bound segment
+    first: u32,    // fold: the first segment (z starts from nothing)
+    last: u32,     // fold: the last segment (divide by the sum)
+    pw: u32,       // winner row stride: k rounded up to a power of two
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
+override WG: u32 = 256u;       // threads per workgroup, a power of two
+override VALIGN: bool = false; // dv is a multiple of 4 (vec4 loads of values only)
 const EMPTY: u32 = 0xffffffffu;
-// Most splits the merge can track, set by the host (`topk::Shape`).
-override MAX_SPLITS: u32;
 // #include shared/neg.wgsl
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> part: array<vec2<u32>>;
-@group(0) @binding(2) var<storage, read_write> pivots: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> queries: array<f32>;
-@group(0) @binding(4) var<storage, read> keys: array<f32>;
-@group(0) @binding(5) var<storage, read> values: array<f32>;
-@group(0) @binding(6) var<storage, read_write> z: array<f32>;
-// main: support in selection order; rank: in ascending index order.
-@group(0) @binding(7) var<storage, read_write> sup: array<i32>;
-// rank: the support in key order, as `main` wrote it.
-@group(0) @binding(8) var<storage, read> order: array<i32>;
+@group(0) @binding(1) var<storage, read> cand: array<vec2<u32>>;
+@group(0) @binding(2) var<storage, read> counts: array<u32>;
+@group(0) @binding(3) var<storage, read_write> win: array<vec2<u32>>;
+// Per winner: its score, then its weight exp(s - max) in the bound segment.
+@group(0) @binding(4) var<storage, read_write> wts: array<f32>;
+// Per query of the sub-batch: running (max, sum) over the segments so far.
+@group(0) @binding(5) var<storage, read_write> state: array<vec2<f32>>;
+@group(0) @binding(6) var<storage, read> queries: array<f32>;
+@group(0) @binding(7) var<storage, read> keys: array<f32>;
+// Read as vec4s (four columns at a time; the host binds whole vec4s).
+@group(0) @binding(8) var<storage, read> values: array<vec4<f32>>;
+@group(0) @binding(9) var<storage, read_write> z: array<f32>;
+@group(0) @binding(10) var<storage, read_write> sup: array<i32>;
 
-var<workgroup> heads: array<u32, MAX_SPLITS>;
-var<workgroup> red: array<vec2<u32>, 64>;
-var<workgroup> win: array<vec2<u32>, 64>;
-var<workgroup> wts: array<f32, 64>;
-var<workgroup> winner: vec2<u32>;
-var<workgroup> scale: vec2<f32>; // (alpha, 1 / sum or 1)
+var<workgroup> nwin: atomic<u32>;
+var<workgroup> red: array<vec4<f32>, WG>;
+// The query this workgroup serves (set_region needs it).
+var<private> cur: u32;
 
-fn better(a: vec2<u32>, b: vec2<u32>) -> bool {
-    return a.x > b.x || (a.x == b.x && a.y < b.y);
+// #include shared/radix_select.wgsl
+
+fn set_regions() -> u32 {
+    return p.n_splits;
+}
+
+fn set_region(g: u32) -> vec2<u32> {
+    let r = cur * p.n_splits + g;
+    return vec2<u32>(r * p.cap, counts[r]);
 }
 
 // Inverse of topk.wgsl's rank_of.
@@ -80,74 +93,112 @@ fn is_local(mu: u32) -> bool {
     return mu >= p.seg_row0 && mu - p.seg_row0 < p.seg_rows;
 }
 
-fn head(base: u32, s: u32) -> vec2<u32> {
-    let h = heads[s];
-    if (h < p.take) {
-        return part[base + s * p.take + h];
+// Sort order of the support: top-K by (rank desc, index asc), random by index.
+fn before(a: vec2<u32>, b: vec2<u32>) -> bool {
+    if (p.random == 1u) {
+        return a.y < b.y;
     }
-    return vec2<u32>(0u, EMPTY);
+    return a.x > b.x || (a.x == b.x && a.y < b.y);
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+// op 0: max, 1: sum over the workgroup (every thread gets it).
+fn reduce(t: u32, v: f32, op: u32) -> f32 {
+    red[t].x = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            red[t].x = select(max(red[t].x, red[t + s].x), red[t].x + red[t + s].x, op == 1u);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0].x;
+    workgroupBarrier();
+    return r;
+}
+
+// Columns 4 c4 .. 4 c4 + 3 of value row `row` of the bound segment; zero past dv.
+fn value4(row: u32, c4: u32) -> vec4<f32> {
+    let k = 4u * c4;
+    if (VALIGN) {
+        return values[(row * p.dv + k) >> 2u];
+    }
+    var v = vec4<f32>(0.0);
+    let e = row * p.dv + k;
+    for (var c = 0u; c < 4u; c++) {
+        if (k + c < p.dv) {
+            v[c] = values[(e + c) >> 2u][(e + c) & 3u];
+        }
+    }
+    return v;
+}
+
+@compute @workgroup_size(WG)
+fn choose(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
+    let ql = wg.x + wg.y * p.groups_x;
+    if (ql >= p.l) {
+        return; // uniform: depends on the workgroup only
+    }
+    cur = ql;
+    let th = select_threshold(t, p.k);
+    if (t == 0u) {
+        atomicStore(&nwin, 0u);
+    }
+    workgroupBarrier();
+    let base = ql * p.pw;
+    for (var g = 0u; g < p.n_splits; g++) {
+        let reg = set_region(g);
+        for (var e = t; e < reg.y; e += WG) {
+            let c = cand[reg.x + e];
+            if (ge(c, th)) {
+                win[base + atomicAdd(&nwin, 1u)] = c;
+            }
+        }
+    }
+    for (var i = p.k + t; i < p.pw; i += WG) {
+        win[base + i] = vec2<u32>(0u, EMPTY); // after every real entry in both orders
+    }
+    if (p.support == 0u) {
+        return;
+    }
+    // Bitonic sort of the row, best first.
+    for (var size = 2u; size <= p.pw; size <<= 1u) {
+        for (var stride = size / 2u; stride > 0u; stride >>= 1u) {
+            storageBarrier();
+            workgroupBarrier();
+            for (var i = t; i < p.pw / 2u; i += WG) {
+                let lo = 2u * stride * (i / stride) + i % stride;
+                let hi = lo + stride;
+                let a = win[base + lo];
+                let b = win[base + hi];
+                let up = (lo & size) == 0u;
+                if (select(before(a, b), before(b, a), up)) {
+                    win[base + lo] = b;
+                    win[base + hi] = a;
+                }
+            }
+        }
+    }
+    storageBarrier();
+    workgroupBarrier();
+    let q = p.q_off + ql;
+    for (var i = t; i < p.width; i += WG) {
+        sup[q * p.width + i] = i32(win[base + i].y);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn fold(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
     let ql = wg.x + wg.y * p.groups_x;
     if (ql >= p.l) {
         return; // uniform: depends on the workgroup only
     }
     let q = p.q_off + ql;
-    let ns = p.n_splits;
-    let base = ql * ns * p.take;
+    let base = ql * p.pw;
 
-    // 1. Merge: `take` rounds of "best head wins".
-    var best = vec2<u32>(0u, EMPTY);
-    for (var s = t; s < ns; s += 64u) {
-        heads[s] = 0u;
-        let c = part[base + s * p.take];
-        if (better(c, best)) {
-            best = c;
-        }
-    }
-    var n = 0u;
-    for (var r = 0u; r < p.take; r++) {
-        red[t] = best;
-        workgroupBarrier();
-        for (var h = 32u; h > 0u; h >>= 1u) {
-            if (t < h && better(red[t + h], red[t])) {
-                red[t] = red[t + h];
-            }
-            workgroupBarrier();
-        }
-        if (t == 0u) {
-            winner = red[0];
-            win[r] = red[0];
-        }
-        let w = workgroupUniformLoad(&winner);
-        if (w.y == EMPTY) {
-            break; // fewer candidates than `take` (the host never asks for that)
-        }
-        n = r + 1u;
-        if (best.y == w.y) {
-            // This thread owns the winner's list: advance it, find the new best.
-            best = vec2<u32>(0u, EMPTY);
-            for (var s = t; s < ns; s += 64u) {
-                var c = head(base, s);
-                if (c.y == w.y) {
-                    heads[s] += 1u;
-                    c = head(base, s);
-                }
-                if (better(c, best)) {
-                    best = c;
-                }
-            }
-        }
-    }
-    workgroupBarrier();
-
-    // 2. Scores of the winners held by the bound segment (all of them when
-    // the bank is one segment; otherwise each segment's dispatch folds in its
-    // own, and the online softmax below makes the order irrelevant).
-    if (t < n) {
-        let e = win[t];
+    // Scores of the winners in this segment, and their max.
+    var lmax = NEG;
+    for (var i = t; i < p.k; i += WG) {
+        let e = win[base + i];
         var s = NEG;
         if (is_local(e.y)) {
             if (p.random == 1u) {
@@ -160,72 +211,84 @@ fn main(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
             } else {
                 s = score_of(e.x);
             }
-            if (p.support == 1u) {
-                sup[q * p.width + p.col0 + t] = i32(e.y);
-            }
         }
-        wts[t] = s;
+        wts[base + i] = s;
+        lmax = max(lmax, s);
     }
-    workgroupBarrier();
+    lmax = reduce(t, lmax, 0u);
+    var old = vec2<f32>(NEG, 0.0);
+    if (p.first == 0u) {
+        old = state[ql];
+    }
+    let mx = max(old.x, lmax);
+    // exp(NEG - mx) = 0 for any admitted score (|s| < 1e30): a first
+    // segment starts from nothing.
+    let alpha = exp(old.x - mx);
+    var lsum = 0.0;
+    for (var i = t; i < p.k; i += WG) {
+        var e = 0.0;
+        if (is_local(win[base + i].y)) {
+            e = exp(wts[base + i] - mx);
+        }
+        wts[base + i] = e;
+        lsum += e;
+    }
+    let sum = old.y * alpha + reduce(t, lsum, 1u);
+    storageBarrier();
+    workgroupBarrier(); // the weights are written
 
-    // 3. Online softmax across rounds and segments.
-    if (t == 0u && n > 0u) {
-        let pv = pivots[ql];
-        var old_max = NEG;
-        var old_sum = 0.0;
-        if (p.first == 0u) {
-            old_max = bitcast<f32>(pv.z);
-            old_sum = bitcast<f32>(pv.w);
-        }
-        var mx = old_max;
-        for (var i = 0u; i < n; i++) {
-            mx = max(mx, wts[i]);
-        }
-        // exp(NEG - mx) = 0 for any admitted score (|s| < 1e30): a first
-        // dispatch starts from nothing.
-        let alpha = exp(old_max - mx);
-        var sum = old_sum * alpha;
-        for (var i = 0u; i < n; i++) {
-            var e = 0.0;
-            if (is_local(win[i].y)) {
-                e = exp(wts[i] - mx);
-            }
-            wts[i] = e;
-            sum += e;
-        }
-        pivots[ql] = vec4<u32>(win[n - 1u], bitcast<u32>(mx), bitcast<u32>(sum));
-        scale = vec2<f32>(alpha, select(1.0, 1.0 / sum, p.last == 1u));
-    }
-    let sc = workgroupUniformLoad(&scale);
-    for (var c = t; c < p.dv; c += 64u) {
-        var acc = 0.0;
-        for (var i = 0u; i < n; i++) {
-            let mu = win[i].y;
-            if (is_local(mu)) {
-                acc += wts[i] * values[(mu - p.seg_row0) * p.dv + c];
+    // z: threads are (group of up to 4 vec4 columns, winner lane) pairs:
+    // each winner's index and weight are loaded once per 16 columns.
+    let dv4 = (p.dv + 3u) / 4u;
+    let groups = (dv4 + 3u) / 4u;
+    let cl_n = min(groups, WG);
+    let sl_n = WG / cl_n;
+    let cl = t % cl_n;
+    let sl = t / cl_n;
+    for (var g0 = 0u; g0 < groups; g0 += cl_n) {
+        let g = g0 + cl;
+        var acc: array<vec4<f32>, 4>;
+        if (sl < sl_n && g < groups) {
+            for (var i = sl; i < p.k; i += sl_n) {
+                let mu = win[base + i].y;
+                if (is_local(mu)) {
+                    let w = wts[base + i];
+                    let row = mu - p.seg_row0;
+                    for (var c = 0u; c < 4u; c++) {
+                        if (4u * g + c < dv4) {
+                            acc[c] += w * value4(row, 4u * g + c);
+                        }
+                    }
+                }
             }
         }
-        if (p.first == 0u) {
-            acc += z[q * p.dv + c] * sc.x;
+        for (var c = 0u; c < 4u; c++) {
+            red[t] = acc[c];
+            workgroupBarrier();
+            let c4 = 4u * g + c;
+            if (sl == 0u && g < groups && c4 < dv4) {
+                var zc = acc[c];
+                for (var i = 1u; i < sl_n; i++) {
+                    zc += red[t + i * cl_n];
+                }
+                for (var k = 0u; k < 4u; k++) {
+                    let col = 4u * c4 + k;
+                    if (col < p.dv) {
+                        var v = zc[k];
+                        if (p.first == 0u) {
+                            v += z[q * p.dv + col] * alpha;
+                        }
+                        if (p.last == 1u) {
+                            v /= sum;
+                        }
+                        z[q * p.dv + col] = v;
+                    }
+                }
+            }
+            workgroupBarrier();
         }
-        z[q * p.dv + c] = acc * sc.y;
     }
-}
-
-@compute @workgroup_size(64)
-fn rank(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3<u32>) {
-    let blocks = (p.width + 63u) / 64u;
-    let flat = wg.x + wg.y * p.groups_x;
-    let q = flat / blocks;
-    let e = (flat % blocks) * 64u + t;
-    if (q >= p.l || e >= p.width) {
-        return;
+    if (t == 0u) {
+        state[ql] = vec2<f32>(mx, sum);
     }
-    let row = q * p.width;
-    let me = order[row + e];
-    var r = 0u;
-    for (var j = 0u; j < p.width; j++) {
-        r += select(0u, 1u, order[row + j] < me);
-    }
-    sup[row + r] = me;
 }

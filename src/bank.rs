@@ -24,24 +24,64 @@ pub(crate) struct Segment {
     pub row0: usize,
     /// Memories in the segment.
     pub rows: usize,
+    /// Bytes per stored entry (4, or 2 for f16).
+    pub elem_bytes: usize,
 }
 
 impl Segment {
+    /// The segment's keys (`d` per row) as a binding, padded to whole
+    /// 16-byte vec4s where the buffer has room (the vec4 kernels read them so).
     pub(crate) fn key_binding(&self, d: usize) -> wgpu::BindingResource<'_> {
-        binding(&self.keys, self.key_offset, self.rows * d)
+        binding(&self.keys, self.key_offset, self.rows * d * self.elem_bytes)
     }
 
+    /// The segment's values, likewise.
     pub(crate) fn value_binding(&self, dv: usize) -> wgpu::BindingResource<'_> {
-        binding(&self.values, self.value_offset, self.rows * dv)
+        binding(&self.values, self.value_offset, self.rows * dv * self.elem_bytes)
+    }
+
+    /// Whether both bindings reach whole vec4s (always for banks built
+    /// here; a caller's buffer may end mid-vec4).
+    fn vec4_bindable(&self, d: usize, dv: usize) -> bool {
+        let fits =
+            |b: &wgpu::Buffer, offset: u64, bytes: usize| offset + (bytes as u64).next_multiple_of(16) <= b.size();
+        fits(&self.keys, self.key_offset, self.rows * d * self.elem_bytes)
+            && fits(&self.values, self.value_offset, self.rows * dv * self.elem_bytes)
     }
 }
 
-fn binding(buffer: &wgpu::Buffer, offset: u64, floats: usize) -> wgpu::BindingResource<'_> {
-    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-        buffer,
-        offset,
-        size: wgpu::BufferSize::new((floats as u64 * 4).max(4)),
-    })
+fn binding(buffer: &wgpu::Buffer, offset: u64, bytes: usize) -> wgpu::BindingResource<'_> {
+    let bytes = bytes as u64;
+    let padded = bytes.next_multiple_of(16);
+    let size = if offset + padded <= buffer.size() { padded } else { bytes.next_multiple_of(4) };
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding { buffer, offset, size: wgpu::BufferSize::new(size.max(4)) })
+}
+
+/// How a bank stores its memories on the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub enum Storage {
+    /// 32-bit floats, as given.
+    #[default]
+    F32,
+    /// IEEE half precision (needs `Features::SHADER_F16`): half the bytes
+    /// per memory, for the bandwidth-bound few-query case. Every product and
+    /// sum is still computed in f32; what changes is the data: each key and
+    /// value is rounded to the nearest f16 once, a relative error of at most
+    /// 2^-11 per entry (entries must lie within +-65504, and entries below
+    /// 6.1e-5 in magnitude lose relative precision as f16 subnormals, an
+    /// absolute error of at most 2^-25). Dense retrieval only. The
+    /// resulting bound on z is in README.md ("f16 storage").
+    F16,
+}
+
+impl Storage {
+    /// Bytes per stored entry.
+    pub fn bytes(self) -> usize {
+        match self {
+            Storage::F32 => 4,
+            Storage::F16 => 2,
+        }
+    }
 }
 
 /// Magnitudes of the stored patterns, known when the bank was built from host
@@ -112,6 +152,7 @@ pub struct MemoryBank {
     d: usize,
     dv: usize,
     hetero: bool,
+    storage: Storage,
     pub(crate) segments: Vec<Segment>,
     stats: Option<BankStats>,
     cache: BankCache,
@@ -131,13 +172,27 @@ fn gcd(a: u64, b: u64) -> u64 {
     }
 }
 
+/// Refuse entries beyond the f16 range (they would become infinities).
+fn f16_range(what: &'static str, data: &[f32], cols: usize) -> Result<()> {
+    const F16_MAX: f32 = 65504.0;
+    match data.iter().position(|x| x.abs() > F16_MAX) {
+        Some(i) => Err(Error::invalid(
+            "storage",
+            "f16",
+            format!("{what}[{}, {}] = {} is beyond the f16 range (+-65504)", i / cols, i % cols, data[i]),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Most memories per segment: each binding fits the device, and a segment
 /// boundary is a valid binding offset for both keys and values.
-fn rows_per_segment(ctx: &Context, d: usize, dv: usize) -> Result<usize> {
-    let row_bytes = 4 * d.max(dv) as u64;
-    let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment).max(4);
-    let step_k = align / gcd(align, 4 * d as u64);
-    let step_v = align / gcd(align, 4 * dv as u64);
+fn rows_per_segment(ctx: &Context, d: usize, dv: usize, elem: usize) -> Result<usize> {
+    let elem = elem as u64;
+    let row_bytes = elem * d.max(dv) as u64;
+    let align = u64::from(ctx.limits.min_storage_buffer_offset_alignment).max(16);
+    let step_k = align / gcd(align, elem * d as u64);
+    let step_v = align / gcd(align, elem * dv as u64);
     let step = step_k / gcd(step_k, step_v) * step_v;
     let rows = (ctx.max_binding() / row_bytes) / step * step;
     if rows == 0 {
@@ -154,15 +209,43 @@ fn rows_per_segment(ctx: &Context, d: usize, dv: usize) -> Result<usize> {
 impl MemoryBank {
     /// Upload `m` patterns of dimension `d` (row-major), used as keys and values.
     pub fn new(ctx: &Context, memories: &[f32], m: usize, d: usize) -> Result<Self> {
-        Self::upload(ctx, memories, m, d, None)
+        Self::upload(ctx, memories, m, d, None, Storage::F32)
     }
 
     /// Upload keys `[m, d]` with separate values `[m, dv]` (hetero-association).
     pub fn with_values(ctx: &Context, memories: &[f32], m: usize, d: usize, values: &[f32], dv: usize) -> Result<Self> {
-        Self::upload(ctx, memories, m, d, Some((values, dv)))
+        Self::upload(ctx, memories, m, d, Some((values, dv)), Storage::F32)
     }
 
-    fn upload(ctx: &Context, memories: &[f32], m: usize, d: usize, values: Option<(&[f32], usize)>) -> Result<Self> {
+    /// Upload memories (and optional separate values) stored as `storage`:
+    /// [`Storage::F16`] halves the bytes per memory (dense retrieval only;
+    /// a device without `Features::SHADER_F16` refuses it with
+    /// [`Error::MissingFeature`]).
+    pub fn with_storage(
+        ctx: &Context,
+        memories: &[f32],
+        m: usize,
+        d: usize,
+        values: Option<(&[f32], usize)>,
+        storage: Storage,
+    ) -> Result<Self> {
+        Self::upload(ctx, memories, m, d, values, storage)
+    }
+
+    fn upload(
+        ctx: &Context,
+        memories: &[f32],
+        m: usize,
+        d: usize,
+        values: Option<(&[f32], usize)>,
+        storage: Storage,
+    ) -> Result<Self> {
+        if storage == Storage::F16 && !ctx.caps().shader_f16 {
+            return Err(Error::MissingFeature {
+                feature: "Features::SHADER_F16",
+                needed_for: "memories stored as f16".into(),
+            });
+        }
         validate_matrix("memories", memories, m, d)?;
         let dv = match values {
             Some((v, dv)) => {
@@ -181,33 +264,50 @@ impl MemoryBank {
             }
             None => d,
         };
-        let per = rows_per_segment(ctx, d, dv)?;
+        if storage == Storage::F16 {
+            f16_range("memories", memories, d)?;
+            if let Some((v, dv)) = values {
+                f16_range("values", v, dv)?;
+            }
+        }
+        let per = rows_per_segment(ctx, d, dv, storage.bytes())?;
+        // f32 as given, or rounded to f16 one segment at a time (host
+        // memory stays near the data's size).
+        let upload = |label: &str, data: &[f32]| match storage {
+            Storage::F32 => ctx.upload(label, bytemuck::cast_slice(data), wgpu::BufferUsages::empty()),
+            Storage::F16 => {
+                let half: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+                ctx.upload(label, bytemuck::cast_slice(&half), wgpu::BufferUsages::empty())
+            }
+        };
         let segments = ctx.scoped(|| {
             let mut segments = Vec::new();
             let mut row0 = 0;
             while row0 < m {
                 let rows = per.min(m - row0);
-                let keys = ctx.upload(
-                    "memories",
-                    bytemuck::cast_slice(&memories[row0 * d..(row0 + rows) * d]),
-                    wgpu::BufferUsages::empty(),
-                )?;
+                let keys = upload("memories", &memories[row0 * d..(row0 + rows) * d])?;
                 let vals = match values {
-                    Some((v, dv)) => ctx.upload(
-                        "values",
-                        bytemuck::cast_slice(&v[row0 * dv..(row0 + rows) * dv]),
-                        wgpu::BufferUsages::empty(),
-                    )?,
+                    Some((v, dv)) => upload("values", &v[row0 * dv..(row0 + rows) * dv])?,
                     None => keys.clone(),
                 };
-                segments.push(Segment { keys, key_offset: 0, values: vals, value_offset: 0, row0, rows });
+                let elem_bytes = storage.bytes();
+                segments.push(Segment { keys, key_offset: 0, values: vals, value_offset: 0, row0, rows, elem_bytes });
                 row0 += rows;
             }
             Ok(segments)
         })?;
         let keys = Magnitudes::of(memories, d);
         let stats = BankStats { keys, values: values.map_or(keys, |(v, dv)| Magnitudes::of(v, dv)) };
-        Ok(MemoryBank { m, d, dv, hetero: values.is_some(), segments, stats: Some(stats), cache: BankCache::default() })
+        Ok(MemoryBank {
+            m,
+            d,
+            dv,
+            hetero: values.is_some(),
+            storage,
+            segments,
+            stats: Some(stats),
+            cache: BankCache::default(),
+        })
     }
 
     /// Use memories that already live in the caller's buffers: `keys` holds
@@ -258,7 +358,7 @@ impl MemoryBank {
             }
             None => d,
         };
-        let per = rows_per_segment(ctx, d, dv)?;
+        let per = rows_per_segment(ctx, d, dv, 4)?;
         let segments = (0..m)
             .step_by(per)
             .map(|row0| Segment {
@@ -268,9 +368,19 @@ impl MemoryBank {
                 value_offset: (row0 * dv * 4) as u64,
                 row0,
                 rows: per.min(m - row0),
+                elem_bytes: 4,
             })
             .collect();
-        Ok(MemoryBank { m, d, dv, hetero: values.is_some(), segments, stats: None, cache: BankCache::default() })
+        Ok(MemoryBank {
+            m,
+            d,
+            dv,
+            hetero: values.is_some(),
+            storage: Storage::F32,
+            segments,
+            stats: None,
+            cache: BankCache::default(),
+        })
     }
 
     /// Number of stored patterns M.
@@ -296,6 +406,18 @@ impl MemoryBank {
     /// Whether separate values were given.
     pub fn is_hetero(&self) -> bool {
         self.hetero
+    }
+
+    /// How the memories are stored on the device.
+    pub fn storage(&self) -> Storage {
+        self.storage
+    }
+
+    /// Whether every segment binds as whole vec4s (the kernels shaped for
+    /// GPUs read vec4s; a caller's buffer that ends mid-vec4 runs the legacy
+    /// kernels instead).
+    pub(crate) fn vec4_bindable(&self) -> bool {
+        self.segments.iter().all(|s| s.vec4_bindable(self.d, self.dv))
     }
 
     /// Number of storage-binding segments the bank is split into.

@@ -4,11 +4,14 @@
 //! picks or from a `wgpu::Device` the caller already owns.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::config::cache::{self, CacheKey, TuneMode};
+use crate::config::{DeviceCaps, KernelConfig};
 use crate::error::{Error, GpuErrorKind, Resource, Result};
-use crate::shaders::Shader;
+use crate::shaders::{Shader, SOURCE_HASH, WGPU_VERSION};
 
 /// How to pick an adapter.
 #[derive(Clone, Debug, Default)]
@@ -24,6 +27,18 @@ pub struct ContextOptions {
     /// the device's real limit). Tests use it to exercise the chunked paths on
     /// small problems; users never need it.
     pub max_binding_bytes: Option<u64>,
+    /// The kernel configuration to run. `None`: the tuner's cached choice
+    /// for this device, else the defaults table (`HOPFIELD_TUNE` decides,
+    /// see [`TuneMode`]).
+    pub config: Option<KernelConfig>,
+    /// Build every kernel's shader module with wgpu's runtime checks
+    /// (bounds checks, loop bounding, division checks), including the
+    /// kernels whose indices the host proves in range. `None`: checked
+    /// exactly when `HOPFIELD_CHECKED_SHADERS=1`.
+    pub checked_shaders: Option<bool>,
+    /// Where the tuner's cache lives. `None`: the user's cache directory
+    /// (`$XDG_CACHE_HOME/hopfield-gpu/` or the platform's equivalent).
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// What the adapter is, as reported to users (`hopfield-gpu info`, `bench`).
@@ -45,6 +60,17 @@ pub struct DeviceReport {
     pub max_buffer: u64,
     /// Workgroup memory in bytes.
     pub max_workgroup_memory: u32,
+    /// Subgroup sizes the adapter reports (min, max), and whether subgroup
+    /// operations are enabled on the device.
+    pub subgroup_sizes: (u32, u32),
+    /// Whether subgroup operations are enabled.
+    pub subgroups: bool,
+    /// Whether f16 in shaders is enabled (f16 storage of memories).
+    pub shader_f16: bool,
+    /// Whether kernels run with wgpu's runtime checks on every module.
+    pub checked_shaders: bool,
+    /// The kernel configuration in use, in one line.
+    pub config: String,
 }
 
 /// Key of the pipeline cache: kernel file, entry point, override constants.
@@ -122,6 +148,19 @@ pub struct Context {
     /// Why the device was lost, for a device this context created (the
     /// caller's own device keeps its own device-lost callback).
     lost: Arc<Mutex<Option<String>>>,
+    /// What the device offers that configurations depend on.
+    caps: DeviceCaps,
+    /// The kernel configuration every retrieval starts from (a retrieval
+    /// takes a snapshot, so a concurrent `set_config` never mixes two).
+    config: RwLock<Arc<KernelConfig>>,
+    /// Every module built with runtime checks.
+    checked: bool,
+    /// Features the adapter offers (the device enables some of them).
+    adapter_features: wgpu::Features,
+    /// Cooperative-matrix shapes the adapter reports (none used yet).
+    cooperative_matrix: Vec<wgpu::CooperativeMatrixProperties>,
+    cache_dir: Option<PathBuf>,
+    tune_mode: TuneMode,
 }
 
 // Shared across threads: every call captures its own GPU errors with error
@@ -189,6 +228,19 @@ fn gpu_error(e: wgpu::Error) -> Error {
     Error::gpu(kind, e)
 }
 
+/// The tuner's cache key for an adapter and the kernels of this build.
+fn cache_key(info: &wgpu::AdapterInfo) -> CacheKey {
+    CacheKey {
+        backend: format!("{:?}", info.backend),
+        vendor: info.vendor,
+        device: info.device,
+        name: info.name.clone(),
+        driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+        wgpu: WGPU_VERSION.to_string(),
+        shaders: format!("{SOURCE_HASH:016x}"),
+    }
+}
+
 fn type_rank(t: wgpu::DeviceType) -> u8 {
     match t {
         wgpu::DeviceType::DiscreteGpu => 0,
@@ -231,10 +283,16 @@ impl Context {
                 },
             })?;
         let info = chosen.get_info();
-        let mut features = wgpu::Features::empty();
-        if chosen.features().contains(wgpu::Features::TIMESTAMP_QUERY) {
-            features |= wgpu::Features::TIMESTAMP_QUERY;
-        }
+        // Timestamps for timing; subgroups and shader-f16 where the adapter
+        // has them (the kernels' subgroup and f16 variants need them enabled).
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_F16;
+        let adapter_features = chosen.features();
+        let features = adapter_features & wanted;
+        let cooperative_matrix = if adapter_features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            chosen.cooperative_matrix_properties()
+        } else {
+            Vec::new()
+        };
         let (device, queue) = pollster::block_on(chosen.request_device(&wgpu::DeviceDescriptor {
             label: Some("hopfield-gpu"),
             required_features: features,
@@ -255,7 +313,7 @@ impl Context {
                 slot.get_or_insert_with(|| format!("device lost ({reason:?}): {msg}"));
             }
         });
-        Self::build(device, queue, Some(info), opts.max_binding_bytes, lost)
+        Self::build(device, queue, Some(info), opts, lost, adapter_features, cooperative_matrix)
     }
 
     /// Wrap a device and queue the caller already owns (a graphics app's).
@@ -266,19 +324,49 @@ impl Context {
     /// The device's handlers stay the caller's: every library call captures
     /// its own errors with error scopes and returns them as [`Error::Gpu`].
     pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Result<Self> {
-        Self::build(device, queue, None, None, Arc::default())
+        Self::from_device_with(device, queue, &ContextOptions::default())
+    }
+
+    /// [`Context::from_device`] with options (the configuration, checked
+    /// shaders, the cache; the adapter fields are ignored). The kernels use
+    /// the features the device was created with: subgroup and f16 kernels
+    /// need `Features::SUBGROUP` / `Features::SHADER_F16` enabled on it.
+    pub fn from_device_with(device: wgpu::Device, queue: wgpu::Queue, opts: &ContextOptions) -> Result<Self> {
+        let features = device.features();
+        Self::build(device, queue, None, opts, Arc::default(), features, Vec::new())
     }
 
     fn build(
         device: wgpu::Device,
         queue: wgpu::Queue,
         info: Option<wgpu::AdapterInfo>,
-        max_binding_bytes: Option<u64>,
+        opts: &ContextOptions,
         lost: Arc<Mutex<Option<String>>>,
+        adapter_features: wgpu::Features,
+        cooperative_matrix: Vec<wgpu::CooperativeMatrixProperties>,
     ) -> Result<Self> {
         let info = info.unwrap_or_else(|| device.adapter_info());
         let limits = device.limits();
-        let timestamps = device.features().contains(wgpu::Features::TIMESTAMP_QUERY);
+        let features = device.features();
+        let timestamps = features.contains(wgpu::Features::TIMESTAMP_QUERY);
+        let caps = DeviceCaps {
+            vendor: info.vendor,
+            device_type: format!("{:?}", info.device_type),
+            workgroup_bytes: limits.max_compute_workgroup_storage_size,
+            invocations: limits.max_compute_invocations_per_workgroup,
+            workgroup_size_x: limits.max_compute_workgroup_size_x,
+            subgroups: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_min: info.subgroup_min_size,
+            subgroup_max: info.subgroup_max_size,
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            cooperative_matrix: !cooperative_matrix.is_empty(),
+        };
+        let checked = match opts.checked_shaders {
+            Some(c) => c,
+            None => std::env::var("HOPFIELD_CHECKED_SHADERS").is_ok_and(|v| v.trim() == "1"),
+        };
+        let tune_mode = TuneMode::from_env()?;
+        let cache_dir = opts.cache_dir.clone().or_else(cache::default_dir);
         let placeholder = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("hopfield placeholder"),
             size: 16,
@@ -288,7 +376,23 @@ impl Context {
         let real_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         // Bindings are kept a multiple of 16 bytes (vec4 loads) and of the
         // offset alignment, so a chunk boundary never splits a row badly.
-        let max_binding = max_binding_bytes.map_or(real_binding, |b| b.min(real_binding)) & !255;
+        let max_binding = opts.max_binding_bytes.map_or(real_binding, |b| b.min(real_binding)) & !255;
+        let key = cache_key(&info);
+        let config = match &opts.config {
+            Some(c) => {
+                c.check(&caps).map_err(|why| {
+                    Error::unsupported("config", None, format!("configuration {:?} cannot run here: {why}", c.name))
+                })?;
+                c.clone()
+            }
+            None => match (tune_mode, &cache_dir) {
+                (TuneMode::Cache, Some(dir)) => cache::load(dir, &key)
+                    .map(|e| e.config)
+                    .filter(|c| c.check(&caps).is_ok())
+                    .unwrap_or_else(|| KernelConfig::defaults(&caps)),
+                _ => KernelConfig::defaults(&caps),
+            },
+        };
         Ok(Context {
             timestamp_period_ns: queue.get_timestamp_period(),
             device,
@@ -302,6 +406,13 @@ impl Context {
             pool: Mutex::default(),
             placeholder,
             lost,
+            caps,
+            config: RwLock::new(Arc::new(config)),
+            checked,
+            adapter_features,
+            cooperative_matrix,
+            cache_dir,
+            tune_mode,
         })
     }
 
@@ -346,7 +457,70 @@ impl Context {
             max_storage_binding: self.limits.max_storage_buffer_binding_size,
             max_buffer: self.limits.max_buffer_size,
             max_workgroup_memory: self.limits.max_compute_workgroup_storage_size,
+            subgroup_sizes: (self.caps.subgroup_min, self.caps.subgroup_max),
+            subgroups: self.caps.subgroups,
+            shader_f16: self.caps.shader_f16,
+            checked_shaders: self.checked,
+            config: self.config().to_string(),
         }
+    }
+
+    /// What the device offers that kernel configurations depend on.
+    pub fn caps(&self) -> &DeviceCaps {
+        &self.caps
+    }
+
+    /// Features the adapter offers (not all are enabled on the device).
+    pub fn adapter_features(&self) -> wgpu::Features {
+        self.adapter_features
+    }
+
+    /// Cooperative-matrix shapes the adapter reports, where it reports any
+    /// (`Features::EXPERIMENTAL_COOPERATIVE_MATRIX`); no kernel uses them yet.
+    pub fn cooperative_matrix_properties(&self) -> &[wgpu::CooperativeMatrixProperties] {
+        &self.cooperative_matrix
+    }
+
+    /// The kernel configuration retrievals use now.
+    pub fn config(&self) -> Arc<KernelConfig> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Use `config` from now on (retrievals already running keep theirs).
+    /// A configuration the device cannot run (too much workgroup memory,
+    /// subgroups it lacks) is refused.
+    pub fn set_config(&self, config: KernelConfig) -> Result<()> {
+        config.check(&self.caps).map_err(|why| match why.contains("subgroup operations") {
+            true => Error::MissingFeature {
+                feature: "Features::SUBGROUP",
+                needed_for: format!("configuration {:?}", config.name),
+            },
+            false => {
+                Error::unsupported("config", None, format!("configuration {:?} cannot run here: {why}", config.name))
+            }
+        })?;
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+        Ok(())
+    }
+
+    /// Whether every module is built with runtime checks.
+    pub fn checked_shaders(&self) -> bool {
+        self.checked
+    }
+
+    /// The tuner's cache key for this device and these kernels.
+    pub fn cache_key(&self) -> CacheKey {
+        cache_key(&self.info)
+    }
+
+    /// Where the tuner's cache lives (`None`: nowhere, the platform has no cache directory).
+    pub fn cache_dir(&self) -> Option<&std::path::Path> {
+        self.cache_dir.as_deref()
+    }
+
+    /// How the tuner's cache is used (`HOPFIELD_TUNE`).
+    pub fn tune_mode(&self) -> TuneMode {
+        self.tune_mode
     }
 
     /// Whether this is a CPU implementation (lavapipe, SwiftShader, WARP),
@@ -418,17 +592,21 @@ impl Context {
             return Ok(p.clone());
         }
         let pipeline = self.scoped(|| {
+            if shader.subgroup() && !self.caps.subgroups {
+                return Err(Error::MissingFeature {
+                    feature: "Features::SUBGROUP",
+                    needed_for: format!("kernel {}", shader.name()),
+                });
+            }
+            if shader.f16() && !self.caps.shader_f16 {
+                return Err(Error::MissingFeature {
+                    feature: "Features::SHADER_F16",
+                    needed_for: format!("kernel {}", shader.name()),
+                });
+            }
             let module = {
                 let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-                modules
-                    .entry(shader)
-                    .or_insert_with(|| {
-                        self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(shader.name()),
-                            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-                        })
-                    })
-                    .clone()
+                modules.entry(shader).or_insert_with(|| self.module(shader)).clone()
             };
             Ok(self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                 label: Some(entry),
@@ -445,6 +623,27 @@ impl Context {
         })?;
         self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// The shader module of `shader`: without runtime checks where the
+    /// kernel is trusted (its `// #trusted` line says why its indices are in
+    /// range) and checked shaders were not asked for.
+    fn module(&self, shader: Shader) -> wgpu::ShaderModule {
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(shader.name()),
+            source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+        };
+        if shader.trusted() && !self.checked {
+            // SAFETY: the kernels marked trusted index only in range (each
+            // says why in its `// #trusted` line; the host validates the
+            // shapes and sizes the buffers those arguments rely on), every
+            // loop they run ends (trip counts are overrides or validated
+            // parameters), and no divisor is zero. The checks wgpu would add
+            // cost 1.5-2x on llvmpipe.
+            unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+        } else {
+            self.device.create_shader_module(desc)
+        }
     }
 
     /// A scratch buffer of at least `size` bytes from the pool (through a
@@ -486,7 +685,8 @@ impl Context {
     pub(crate) fn upload(&self, label: &str, data: &[u8], extra: wgpu::BufferUsages) -> Result<wgpu::Buffer> {
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: (data.len() as u64).max(16).next_multiple_of(4),
+            // Whole vec4s, so the vec4 kernels can bind every segment padded.
+            size: (data.len() as u64).max(16).next_multiple_of(16),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | extra,
             mapped_at_creation: false,
         });

@@ -112,6 +112,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// The device lacks a feature the request needs (f16 storage without
+    /// `Features::SHADER_F16`, a configuration that asks for subgroups on a
+    /// device without them).
+    #[error("the device lacks {feature}, which {needed_for} needs")]
+    MissingFeature {
+        /// The wgpu feature, e.g. "Features::SHADER_F16".
+        feature: &'static str,
+        /// What asked for it.
+        needed_for: String,
+    },
+
     /// A progress observer asked the retrieval to stop
     /// ([`crate::Context::retrieve_observed`]).
     #[error("cancelled after {steps_done} steps")]
@@ -328,7 +339,9 @@ impl Error {
             | Error::LayerConfig { .. }
             | Error::Model { .. }
             | Error::LayerWeights { .. } => ErrorKind::InvalidInput,
-            Error::DeviceLimit { .. } | Error::Unsupported { .. } => ErrorKind::Unsupported,
+            Error::DeviceLimit { .. } | Error::Unsupported { .. } | Error::MissingFeature { .. } => {
+                ErrorKind::Unsupported
+            }
             Error::OutOfRange { .. } => ErrorKind::OutOfRange,
             Error::HostMemory { .. } => ErrorKind::HostMemory,
             Error::NoAdapter { .. } | Error::DeviceRequest { .. } | Error::Gpu { .. } => ErrorKind::Device,

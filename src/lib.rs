@@ -27,6 +27,7 @@
 //! [`npy`] and [`tolerance`] are public.
 
 mod bank;
+pub mod config;
 mod context;
 pub mod cpu;
 mod error;
@@ -46,8 +47,9 @@ mod sharded;
 mod stats;
 pub mod theory;
 pub mod tolerance;
+mod tune;
 
-pub use bank::{BankStats, MemoryBank};
+pub use bank::{BankStats, MemoryBank, Storage};
 pub use context::{list_adapters, Context, ContextOptions, DeviceReport};
 pub use error::{Error, ErrorKind, GpuErrorKind, Resource, Result};
 pub use feature::plan::Efficiency;
@@ -62,3 +64,4 @@ pub use retrieve::{
 };
 pub use sharded::ShardedBank;
 pub use stats::{Magnitudes, ProblemStats};
+pub use tune::{Trial, TuneOptions, TuneReport, TuneShapes, Verdict};

@@ -188,7 +188,7 @@ impl Context {
         let top_k = if let Method::TopK { k } = opts.method { Some(k) } else { None };
         let one = RetrieveOptions { max_steps: 1, energy: false, support: top_k.is_some(), ..opts.clone() };
         let data = self.scoped(|| {
-            let job = Job::new(self, bank, &one, l, stats.as_ref())?;
+            let job = Job::new(self, bank, self.config(), &one, l, stats.as_ref())?;
             match top_k {
                 Some(k) => self.topk_partial(&job, queries, k),
                 None => self.dense_partial(&job, queries),

@@ -52,8 +52,13 @@ mod tests {
             .map(|p| p.file_stem().expect("stem").to_string_lossy().into_owned())
             .collect();
         assert!(!on_disk.is_empty(), "shaders/ holds no .wgsl file");
-        let registered: BTreeSet<String> = Shader::ALL.iter().map(|s| s.name().to_string()).collect();
+        let registered: BTreeSet<String> = Shader::ALL.iter().map(|s| s.base().to_string()).collect();
         assert_eq!(on_disk, registered, "shaders/ and the generated registry disagree");
+        for shader in Shader::ALL {
+            // A variant exists exactly for the features its kernel selects.
+            let base = Shader::ALL.iter().find(|s| s.name() == s.base() && s.base() == shader.base()).expect("a base");
+            assert_eq!(base.with(shader.subgroup(), shader.f16()), Some(*shader), "{}", shader.name());
+        }
         for shader in Shader::ALL {
             let (name, source) = (shader.name(), shader.source());
             assert!(!source.contains("// #include"), "{name}.wgsl: an include was not expanded");

@@ -12,26 +12,49 @@
 
 mod common;
 
-use common::{assert_close, bank, ctx, random, small_binding_ctx};
+use std::sync::Arc;
+
+use common::{assert_close, bank, checked_ctx, ctx, default_config, random, small_binding_ctx};
+use hopfield_gpu::config::{candidates, DecodeKernel, DenseKernel, KernelConfig};
 use hopfield_gpu::cpu::{self, Matrix};
 use hopfield_gpu::tolerance::Tolerance;
-use hopfield_gpu::{Context, Error, MemoryBank, Method, RetrieveOptions};
+use hopfield_gpu::{Context, Error, MemoryBank, Method, RetrieveOptions, Storage};
 
 const Z_TOL: Tolerance = Tolerance::new(1e-4, 1e-4);
 const LSE_TOL: Tolerance = Tolerance::new(1e-4, 1e-5);
 
 /// Run one GPU retrieval and compare z, log-sum-exp, argmax and energy with the reference.
 fn check(ctx: &Context, d: usize, m: usize, l: usize, dv: Option<usize>, seed: u64, method: Method) {
+    check_on(ctx, ctx.config(), d, m, l, dv, seed, method);
+}
+
+/// [`check`] on the kernels of `cfg`.
+#[allow(clippy::too_many_arguments)]
+fn check_on(
+    ctx: &Context,
+    cfg: Arc<KernelConfig>,
+    d: usize,
+    m: usize,
+    l: usize,
+    dv: Option<usize>,
+    seed: u64,
+    method: Method,
+) {
     let beta = 1.0 / (d as f32).sqrt();
     let xi = random(seed, m, d, 1.0);
     let x = random(seed + 1, l, d, 1.0);
     let values = dv.map(|dv| (random(seed + 2, m, dv, 1.0), dv));
     let (bank, v) = bank(ctx, &xi, m, d, values.as_ref().map(|(v, dv)| (&v[..], *dv)));
-    let got = ctx.retrieve(&bank, &x, &RetrieveOptions::dense(beta).method(method)).unwrap();
+    let name = cfg.name.clone();
+    let got = ctx
+        .retrieve_with(cfg, &bank, &x, &RetrieveOptions::dense(beta).method(method), &mut |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap_or_else(|e| panic!("{name} d={d} m={m} l={l} dv={dv:?}: {e}"));
     let xs = Matrix::from_f32(l, d, &x);
     let xim = Matrix::from_f32(m, d, &xi);
     let want = cpu::dense::dense(&xs, &xim, &v, f64::from(beta));
-    let what = format!("{method:?} d={d} m={m} l={l} dv={dv:?}");
+    let what = format!("{method:?} [{name}] d={d} m={m} l={l} dv={dv:?}");
     assert_close(&format!("{what}: z"), &got.z, &want.z.data, Z_TOL);
     if dv.is_none() {
         // Energies are of the final state z (the state after the update).
@@ -293,6 +316,193 @@ fn naive_baseline_matches_reference_at_bench_size() {
     // memories at d = 64 in one loop), the naive kernel must run in pieces.
     check(ctx(), 64, 600, 3, None, 12, Method::DenseNaive);
     check(ctx(), 8, 4000, 2, None, 13, Method::DenseNaive);
+}
+
+/// The case table every configuration runs: ragged L and M (no multiple of
+/// a tile), d in {1, 3, 64, 784}, dv != d (one value column, and more value
+/// columns than one pass of the few-query kernel holds), L = 1..16 through
+/// the few-query kernel's 4-, 8- and 16-query shapes, then the tiled one.
+fn case_table(ctx: &Context, cfg: &Arc<KernelConfig>) {
+    for (i, &(d, m, l, dv)) in [
+        (1, 67, 17, None),
+        (3, 130, 40, Some(5)),
+        (64, 300, 33, None),
+        (784, 70, 19, Some(1)),
+        (9, 200, 2, Some(300)),
+        (9, 200, 40, Some(300)),
+    ]
+    .iter()
+    .enumerate()
+    {
+        check_on(ctx, cfg.clone(), d, m, l, dv, 200 + i as u64, Method::Dense);
+    }
+    for l in 1..=16 {
+        check_on(ctx, cfg.clone(), 20, 1000, l, None, 300 + l as u64, Method::Dense);
+    }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn default_configuration_matches_reference_on_the_case_table() {
+    let ctx = ctx();
+    case_table(ctx, &default_config(ctx));
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn checked_shaders_match_reference_on_the_case_table() {
+    // The same kernels built with wgpu's runtime checks (bounds, loop
+    // bounding, division): what HOPFIELD_CHECKED_SHADERS=1 gives.
+    let ctx = checked_ctx();
+    case_table(ctx, &default_config(ctx));
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn shared_memory_reductions_match_reference_on_the_case_table() {
+    // The defaults without subgroup operations: the workgroup-memory path
+    // of the row and tile reductions (devices without Features::SUBGROUP).
+    let ctx = ctx();
+    let mut cfg = (*default_config(ctx)).clone();
+    cfg.name = "no subgroups".into();
+    if let DenseKernel::Tiled(t) = &mut cfg.dense {
+        t.subgroups = false;
+    }
+    if let DecodeKernel::Tiled(t) = &mut cfg.decode {
+        t.subgroups = false;
+    }
+    case_table(ctx, &Arc::new(cfg));
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn every_candidate_matches_reference() {
+    // Every configuration the tuner may choose on this device (pruned by
+    // its limits), each on ragged shapes: the tiled candidates with a
+    // partial vec4 and two chunks (d = 37) and with hetero values over two
+    // column blocks; the few-query ones at 3 and 9 queries (their 4- and
+    // 16-query shapes) and with more value columns than one pass holds.
+    let ctx = ctx();
+    let base = (*default_config(ctx)).clone();
+    let all = candidates(ctx.caps());
+    assert!(all.dense.len() >= 2 && all.decode.len() >= 2, "{all:?}");
+    for (i, k) in all.dense.iter().enumerate() {
+        let cfg = Arc::new(KernelConfig { name: format!("dense [{k}]"), dense: *k, ..base.clone() });
+        check_on(ctx, cfg.clone(), 37, 301, 37, None, 400 + i as u64, Method::Dense);
+        check_on(ctx, cfg, 37, 130, 21, Some(70), 420 + i as u64, Method::Dense);
+    }
+    for (i, k) in all.decode.iter().enumerate() {
+        let cfg = Arc::new(KernelConfig { name: format!("decode [{k}]"), decode: *k, ..base.clone() });
+        check_on(ctx, cfg.clone(), 37, 1001, 3, None, 440 + i as u64, Method::Dense);
+        check_on(ctx, cfg.clone(), 37, 1001, 9, Some(300), 460 + i as u64, Method::Dense);
+    }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn segments_match_reference_on_every_pass_shape() {
+    // Memories in several storage bindings (a 4 KiB binding limit), bound
+    // one at a time: the tiled kernel, the few-query kernel at 5 queries
+    // (its 8-query shape), the legacy configuration beside them.
+    let small = small_binding_ctx();
+    let (d, m) = (24, 300);
+    let xi = random(31, m, d, 1.0);
+    let bank = MemoryBank::new(&small, &xi, m, d).unwrap();
+    assert!(bank.segment_count() > 1);
+    let xim = Matrix::from_f32(m, d, &xi);
+    for cfg in [default_config(&small), Arc::new(KernelConfig::legacy())] {
+        for l in [5, 20] {
+            let x = random(32 + l as u64, l, d, 1.0);
+            let got = small
+                .retrieve_with(cfg.clone(), &bank, &x, &RetrieveOptions::dense(0.5), &mut |_| {
+                    std::ops::ControlFlow::Continue(())
+                })
+                .unwrap();
+            let want = cpu::dense::dense(&Matrix::from_f32(l, d, &x), &xim, &xim, 0.5);
+            assert_close(&format!("[{}] segments l={l}", cfg.name), &got.z, &want.z.data, Z_TOL);
+        }
+    }
+}
+
+/// The bound on z of memories stored as f16 (README.md, "f16 storage"):
+/// each stored entry is within u = 2^-11 relative (plus 2^-25 absolute for
+/// f16 subnormals) of the f32 one, so each score beta <x, xi> moves by at
+/// most delta = beta sum_k |x_k| (u |xi_k| + 2^-25); the softmax weights then
+/// change by a factor within exp(+-2 delta), so sum |p~ - p| <= exp(2 delta) - 1,
+/// and the values themselves by u |v| + 2^-25: |z~ - z| <= (exp(2 delta) - 1)
+/// max|v~| + u max|v| + 2^-25.
+fn f16_bound(x: &[f32], xi: &[f32], d: usize, beta: f32) -> f64 {
+    let u = 2f64.powi(-11);
+    let sub = 2f64.powi(-25);
+    let vmax = xi.iter().fold(0.0f64, |a, &v| a.max(f64::from(v.abs())));
+    let mut delta = 0.0f64;
+    for q in x.chunks(d) {
+        for m in xi.chunks(d) {
+            let s: f64 = q.iter().zip(m).map(|(a, b)| f64::from(a.abs()) * (u * f64::from(b.abs()) + sub)).sum();
+            delta = delta.max(f64::from(beta) * s);
+        }
+    }
+    (2.0 * delta).exp_m1() * vmax * (1.0 + u) + u * vmax + sub
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn f16_storage_stays_within_its_bound() {
+    let ctx = ctx();
+    assert!(ctx.caps().shader_f16, "lavapipe has shader-f16; this test needs it");
+    // Few queries (the case f16 is for) and many, d with a partial vec4.
+    for (i, &(d, m, l)) in [(64, 3000, 1), (64, 3000, 8), (37, 500, 40)].iter().enumerate() {
+        let beta = 1.0 / (d as f32).sqrt();
+        let xi = random(500 + i as u64, m, d, 1.0);
+        let x = random(510 + i as u64, l, d, 1.0);
+        let bank = MemoryBank::with_storage(ctx, &xi, m, d, None, Storage::F16).unwrap();
+        assert_eq!(bank.storage(), Storage::F16);
+        let opts = RetrieveOptions { energy: false, ..RetrieveOptions::dense(beta) };
+        let got = ctx.retrieve(&bank, &x, &opts).unwrap();
+        let xim = Matrix::from_f32(m, d, &xi);
+        let want = cpu::dense::dense(&Matrix::from_f32(l, d, &x), &xim, &xim, f64::from(beta));
+        // The f16 bound plus the f32 kernels' own rounding (Z_TOL's abs part).
+        let bound = f16_bound(&x, &xi, d, beta);
+        assert!(bound < 0.05, "the bound should say something here: {bound}");
+        let tol = Tolerance::new(bound + Z_TOL.abs, 0.0);
+        assert_close(&format!("f16 d={d} m={m} l={l}"), &got.z, &want.z.data, tol);
+        // And the rounding is really there: the same memories in f32 land
+        // closer to the reference than f16 storage does.
+        let exact = ctx.retrieve(&MemoryBank::new(ctx, &xi, m, d).unwrap(), &x, &opts).unwrap();
+        let err = |z: &[f32]| z.iter().zip(&want.z.data).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0.0, f64::max);
+        assert!(err(&got.z) > err(&exact.z), "f16 {} vs f32 {}", err(&got.z), err(&exact.z));
+    }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn f16_storage_is_refused_clearly() {
+    let ctx = ctx();
+    let xi = random(520, 10, 4, 1.0);
+    // Beyond the f16 range: a typed error naming the entry, not infinities.
+    let mut big = xi.clone();
+    big[7] = 1e5;
+    let e = MemoryBank::with_storage(ctx, &big, 10, 4, None, Storage::F16).unwrap_err();
+    assert!(matches!(e, Error::InvalidParameter { name: "storage", .. }) && e.to_string().contains("[1, 3]"), "{e}");
+    // Other methods than dense, and the legacy kernels, refuse f16 banks.
+    let bank = MemoryBank::with_storage(ctx, &xi, 10, 4, None, Storage::F16).unwrap();
+    let e = ctx.retrieve(&bank, &xi[..4], &RetrieveOptions::dense(1.0).method(Method::TopK { k: 2 })).unwrap_err();
+    assert!(matches!(e, Error::Unsupported { option: "storage", .. }), "{e}");
+    let legacy = Arc::new(KernelConfig::legacy());
+    let e = ctx
+        .retrieve_with(legacy, &bank, &xi[..4], &RetrieveOptions::dense(1.0), &mut |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap_err();
+    assert!(matches!(e, Error::Unsupported { option: "storage", .. }), "{e}");
+    // A device without shader-f16 (one made here without the feature).
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).unwrap();
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).unwrap();
+    let plain = Context::from_device(device, queue).unwrap();
+    assert!(!plain.caps().shader_f16);
+    let e = MemoryBank::with_storage(&plain, &xi, 10, 4, None, Storage::F16).unwrap_err();
+    assert!(matches!(e, Error::MissingFeature { feature: "Features::SHADER_F16", .. }), "{e}");
 }
 
 /// Issue 8 §6.10: energies beyond f32's range were written as -inf (beta

@@ -166,6 +166,11 @@ fn synthetic_results(kind: Kind) -> Results {
             max_storage_binding: 0,
             max_buffer: 0,
             max_workgroup_memory: 0,
+            subgroup_sizes: (0, 0),
+            subgroups: false,
+            shader_f16: false,
+            checked_shaders: false,
+            config: "none".into(),
         },
     }
 }

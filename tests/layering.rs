@@ -33,6 +33,7 @@ const LAYERS: &[(&str, u8, bool)] = &[
     ("cpu", 2, false),
     ("theory", 2, false),
     ("layer", 2, false),
+    ("config", 2, false),
     ("context", 3, true),
     ("shaders", 3, true),
     ("bank", 4, true),
@@ -43,6 +44,9 @@ const LAYERS: &[(&str, u8, bool)] = &[
     ("partial", 6, true),
     ("sharded", 6, true),
     ("experiment", 7, true),
+    // The tuner checks candidates against the reference before it times
+    // them: like bench, a harness above the device side, not part of it.
+    ("tune", 7, false),
 ];
 
 /// Only tests and the command line check against the reference.

@@ -18,6 +18,7 @@ mod common;
 use std::sync::Arc;
 
 use common::{assert_close, ctx, random, small_binding_ctx};
+use hopfield_gpu::config::KernelConfig;
 use hopfield_gpu::cpu::{self, Matrix};
 use hopfield_gpu::tolerance::Tolerance;
 use hopfield_gpu::{
@@ -405,4 +406,46 @@ fn partials_of_segmented_banks_in_batches() {
         let row: Vec<usize> = s.indices[q * k..(q + 1) * k].iter().map(|&i| i as usize).collect();
         assert_eq!(row, want.support[q], "query {q}: support");
     }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn legacy_kernels_give_partials_that_merge_too() {
+    // The legacy configuration has its own merge (dense_merge_legacy.wgsl):
+    // it must record each query's best score as the default one does, or the
+    // host merge picks the wrong shard's argmax. One shard from each
+    // configuration, merged, against the reference of the whole set.
+    let opts = ContextOptions { config: Some(KernelConfig::legacy()), ..ContextOptions::default() };
+    let legacy = Context::new(&opts).expect("a GPU adapter");
+    assert_eq!(legacy.config().name, "legacy");
+    let ctx = ctx();
+    let (d, m, l, cut) = (20, 400, 16, 150);
+    let beta = 0.5;
+    let xi = random(11, m, d, 1.0);
+    let x = random(12, l, d, 1.0);
+    let (xs, xim) = (Matrix::from_f32(l, d, &x), Matrix::from_f32(m, d, &xi));
+    let want = cpu::dense::dense(&xs, &xim, &xim, f64::from(beta));
+    let a = MemoryBank::new(&legacy, &xi[..cut * d], cut, d).unwrap();
+    let b = MemoryBank::new(ctx, &xi[cut * d..], m - cut, d).unwrap();
+    let pa = legacy.retrieve_partial(&a, &x, &one(beta, Method::Dense)).unwrap();
+    // The legacy shard's best scores, against beta max <x, xi> over it (f32
+    // scores of |.| <= 10: the dense kernel's lse tolerance covers them).
+    let PartialData::Dense { max_score, .. } = &pa.data else { panic!("a dense partial") };
+    let best: Vec<f64> = x
+        .chunks(d)
+        .map(|q| {
+            xi[..cut * d]
+                .chunks(d)
+                .map(|k| f64::from(beta) * q.iter().zip(k).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum::<f64>())
+                .fold(f64::NEG_INFINITY, f64::max)
+        })
+        .collect();
+    assert_close("legacy max_score", max_score, &best, LSE_TOL);
+    let pb = ctx.retrieve_partial(&b, &x, &one(beta, Method::Dense)).unwrap().at_offset(cut);
+    let got = Partial::merge(&[pa, pb]).unwrap();
+    assert_close("merged z", &got.z, &want.z.data, Z_TOL);
+    assert_close("merged lse", &got.log_sum_exp, &want.log_sum_exp, LSE_TOL);
+    assert_eq!(got.argmax.iter().map(|&a| a as usize).collect::<Vec<_>>(), want.argmax);
+    // Both shards hold some query's best memory, so the choice is exercised.
+    assert!(want.argmax.iter().any(|&a| a < cut) && want.argmax.iter().any(|&a| a >= cut), "{:?}", want.argmax);
 }

@@ -22,7 +22,10 @@ mod common;
 
 use std::process::Command;
 
-use common::{assert_close, bank, ctx, random, small_binding_ctx};
+use std::sync::Arc;
+
+use common::{assert_close, bank, checked_ctx, ctx, default_config, random, small_binding_ctx};
+use hopfield_gpu::config::{candidates, KernelConfig};
 use hopfield_gpu::cpu::{self, Matrix};
 use hopfield_gpu::tolerance::Tolerance;
 use hopfield_gpu::{Context, MemoryBank, Method, RetrieveOptions};
@@ -49,10 +52,31 @@ fn check_with(
     method: Method,
     want_support: bool,
 ) {
+    check_on(ctx, ctx.config(), what, xi, x, values, m, d, beta, method, want_support);
+}
+
+/// [`check_with`] on the kernels of `cfg`.
+#[allow(clippy::too_many_arguments)]
+fn check_on(
+    ctx: &Context,
+    cfg: Arc<KernelConfig>,
+    what: &str,
+    xi: &[f32],
+    x: &[f32],
+    values: Option<(&[f32], usize)>,
+    m: usize,
+    d: usize,
+    beta: f32,
+    method: Method,
+    want_support: bool,
+) {
     let l = x.len() / d;
     let (bank, v) = bank(ctx, xi, m, d, values);
     let opts = RetrieveOptions { method, beta, max_steps: 1, eps: 0.0, energy: false, support: want_support };
-    let got = ctx.retrieve(&bank, x, &opts).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let what = format!("{what} [{}]", cfg.name);
+    let got = ctx
+        .retrieve_with(cfg, &bank, x, &opts, &mut |_| std::ops::ControlFlow::Continue(()))
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     let want =
         cpu::retrieve(&method, &Matrix::from_f32(l, d, x), &Matrix::from_f32(m, d, xi), &v, f64::from(beta)).unwrap();
     assert_close(&format!("{what}: z"), &got.z, &want.z.data, Z_TOL);
@@ -307,5 +331,80 @@ fn cli_rejects_k_zero_and_writes_the_support() {
         let bank = MemoryBank::new(ctx(), &xi, m, d).unwrap();
         let opts = RetrieveOptions { method, beta: 0.5, max_steps: 1, eps: 1e-5, energy: false, support: true };
         assert_eq!(ctx().retrieve(&bank, &x, &opts).unwrap().support.unwrap().indices, got);
+    }
+}
+
+/// The adversarial orders of a threshold-then-collect selection (the
+/// survivor count depends on the order): d = 4, every query a multiple of
+/// e_1 by a power of two, so each score is the memory's first coordinate
+/// times it, exactly; the other coordinates are grid noise that changes the
+/// values, not the scores.
+/// - ascending: scores rise along the memories, so every score beats the
+///   threshold of its time (the most survivors there can be), and the
+///   negative query sees them falling (the fewest);
+/// - all equal: every score ties, and the K lowest indices must win;
+/// - last tile: the true top K are the last K memories, after every
+///   threshold has settled on the wrong ones.
+fn adversarial(ctx: &Context, cfg: &Arc<KernelConfig>, m: usize, ks: &[usize]) {
+    let d = 4;
+    let noise = grid(601, m, d);
+    let queries: Vec<f32> = [1.0 / 64.0, 1.0 / 32.0, -1.0 / 64.0].iter().flat_map(|&a| [a, 0.0, 0.0, 0.0]).collect();
+    let with_first = |f: &dyn Fn(usize) -> f32| -> Vec<f32> {
+        (0..m * d).map(|i| if i % d == 0 { f(i / d) } else { noise[i] }).collect()
+    };
+    let k_max = ks.iter().copied().max().unwrap_or(1).min(m);
+    let orders: [(&str, Vec<f32>); 3] = [
+        ("ascending", with_first(&|mu| mu as f32 / 8.0)),
+        ("all equal", with_first(&|_| 0.5)),
+        (
+            "top K last",
+            with_first(&|mu| if mu + k_max >= m { 4.0 + (mu % 7) as f32 / 8.0 } else { -((mu % 5) as f32) / 8.0 }),
+        ),
+    ];
+    for (name, xi) in &orders {
+        for &k in ks {
+            let what = format!("{name} k={k} m={m}");
+            check_on(ctx, cfg.clone(), &what, xi, &queries, None, m, d, 1.0, Method::TopK { k }, true);
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn adversarial_orders_keep_the_exact_top_k() {
+    // K from one to a thousand in one sweep, and K >= M (every memory, in
+    // ranking order) through the same selection.
+    let ctx = ctx();
+    adversarial(ctx, &default_config(ctx), 2048, &[1, 16, 64, 65, 256, 1024]);
+    adversarial(ctx, &default_config(ctx), 300, &[300, 301]);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn checked_shaders_keep_the_exact_top_k() {
+    // The same kernels with wgpu's runtime checks on (HOPFIELD_CHECKED_SHADERS=1).
+    let ctx = checked_ctx();
+    adversarial(ctx, &default_config(ctx), 700, &[16, 256]);
+    check_topk(ctx, 8, 197, 7, 65, 700);
+}
+
+#[test]
+#[cfg_attr(skip_gpu_tests, ignore = "GPU tests switched off with --cfg skip_gpu_tests")]
+fn every_candidate_keeps_the_exact_top_k() {
+    // Every top-K configuration the tuner may choose here, on ragged data
+    // with ties (grid) and on rising scores, top-K and random masks.
+    let ctx = ctx();
+    let base = (*default_config(ctx)).clone();
+    let all = candidates(ctx.caps());
+    assert!(all.topk.len() >= 2, "{all:?}");
+    for (i, k) in all.topk.iter().enumerate() {
+        let cfg = Arc::new(KernelConfig { name: format!("topk [{k}]"), topk: *k, ..base.clone() });
+        let (d, m, l) = (20, 301, 37);
+        let xi = grid(800 + i as u64, m, d);
+        let x = grid(820 + i as u64, l, d);
+        check_on(ctx, cfg.clone(), "grid k=70", &xi, &x, None, m, d, 0.5, Method::TopK { k: 70 }, true);
+        let random_mask = Method::Random { k: 33, seed: 4 };
+        check_on(ctx, cfg.clone(), "random k=33", &xi, &x, None, m, d, 0.5, random_mask, true);
+        adversarial(ctx, &cfg, 500, &[65]);
     }
 }

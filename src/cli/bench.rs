@@ -2,14 +2,20 @@
 //! CPU reference, and print a table (or `--json` records).
 //!
 //! Each configuration is warmed up once (lavapipe compiles pipelines on first
-//! dispatch), then timed `repeats` times; the median is reported. Times come
-//! from GPU timestamps around the kernels where the device has them, else
-//! from the wall clock around the whole call (upload and readback included).
+//! dispatch), then timed `repeats` times; the median is reported. With
+//! several kernel configurations (`--config a,b`) every row runs on each,
+//! the timed runs taken in turns (a b a b ...) so that the ratios come from
+//! the same moments of one run. Times come from GPU timestamps around the
+//! kernels where the device has them, else from the wall clock around the
+//! whole call (upload and readback included).
 
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use hopfield_gpu::config::{cache, KernelConfig};
 use hopfield_gpu::cpu::{self, Matrix};
-use hopfield_gpu::{Context, MemoryBank, Method, RetrieveOptions};
+use hopfield_gpu::{Context, MemoryBank, Method, RetrieveOptions, Storage};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -58,6 +64,18 @@ pub struct Args {
     /// Data are uniform in [-scale, scale] (so B = scale), default 1; for --scaling 0.5.
     #[arg(long, value_name = "B", value_parser = super::parse::float32, allow_hyphen_values = true)]
     scale: Option<f32>,
+    /// Kernel configurations to run every row with, comma-separated, side
+    /// by side in this one run: `current` (the context's: the tuner's cached
+    /// choice, else the defaults table), `default` (the defaults table),
+    /// `tuned` (the cached choice; an error if this device was never
+    /// tuned), `legacy` (the kernels before they were shaped for GPUs), or
+    /// a JSON file (a configuration, or a tuner cache entry). Example:
+    /// `--config current,legacy`.
+    #[arg(long, value_name = "LIST", default_value = "current")]
+    config: String,
+    /// Store the memories as f16 (dense only; needs shader-f16).
+    #[arg(long)]
+    f16: bool,
     /// Time a hopfield-layers module's forward pass instead: HopfieldPooling
     /// over 1024 bags of 64 instances (input 64, 4 heads), or Hopfield
     /// self-association on 16 sequences of 1024 tokens (d = 256, 8 heads);
@@ -100,6 +118,14 @@ struct Config {
 /// One measured configuration, as printed and as `--json` emits it.
 #[derive(Clone, Debug, Serialize)]
 struct Record {
+    /// The kernel configuration's name and what it runs (`hopfield-gpu info`).
+    config: String,
+    kernels: String,
+    /// "f32" or "f16" storage of the memories.
+    storage: &'static str,
+    /// This median over the median of the row's first configuration (the
+    /// same shape, the same run); absent for the first.
+    relative_to_first: Option<f64>,
     method: &'static str,
     d: usize,
     m: usize,
@@ -238,8 +264,13 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     for c in &configs {
         validate(c)?;
     }
+    let named = parse_configs(&args.config)?;
+    if args.f16 && configs.iter().any(|c| c.method != Method::Dense) {
+        return Err(CliError::Usage { flag: "--f16", why: "f16 storage serves --method dense only".into() });
+    }
 
     let ctx = super::context(device)?;
+    let kernels = kernel_configs(&ctx, named)?;
     let report = ctx.report();
     if !args.json {
         println!(
@@ -250,15 +281,15 @@ pub fn run(args: &Args, device: &Option<String>) -> Result<(), CliError> {
             if report.timestamps { "GPU timestamps" } else { "wall clock" }
         );
     }
-    let runs: u64 = configs.iter().map(|c| c.repeats as u64 + 2).sum();
+    let runs: u64 = configs.iter().map(|c| (c.repeats as u64 + 1) * kernels.len() as u64 + 1).sum();
     let bar = ProgressBar::new(runs).with_style(
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
             .expect("valid template"),
     );
     let mut records = Vec::new();
+    let storage = if args.f16 { Storage::F16 } else { Storage::F32 };
     for c in &configs {
-        bar.set_message(format!("{} d={} M={} L={}", c.method.name(), c.d, c.m, c.l));
-        records.push(measure(&ctx, c, &bar)?);
+        records.extend(measure(&ctx, c, &kernels, storage, &bar)?);
     }
     bar.finish_and_clear();
     if args.json {
@@ -364,13 +395,101 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliError> {
+/// A configuration `--config` names, read before the device is opened.
+enum Named {
+    Current,
+    Default,
+    Tuned,
+    Given(KernelConfig),
+}
+
+/// Parse `--config` without a device: the four names, or JSON files (a
+/// configuration, or a tuner cache entry).
+fn parse_configs(list: &str) -> Result<Vec<(String, Named)>, CliError> {
+    let usage = |why: String| CliError::Usage { flag: "--config", why };
+    let mut out = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let named = match name {
+            "current" => Named::Current,
+            "default" => Named::Default,
+            "tuned" => Named::Tuned,
+            "legacy" => Named::Given(KernelConfig::legacy()),
+            path => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    usage(format!("{path:?} is none of current, default, tuned, legacy, and not a readable file: {e}"))
+                })?;
+                Named::Given(match serde_json::from_str::<KernelConfig>(&text) {
+                    Ok(c) => c,
+                    Err(_) => {
+                        serde_json::from_str::<cache::CacheEntry>(&text)
+                            .map_err(|e| {
+                                usage(format!("{path}: neither a kernel configuration nor a tuner cache entry: {e}"))
+                            })?
+                            .config
+                    }
+                })
+            }
+        };
+        out.push((name.to_string(), named));
+    }
+    if out.is_empty() {
+        return Err(usage("names no configuration".into()));
+    }
+    Ok(out)
+}
+
+/// The configurations `--config` named, on this device, in order.
+fn kernel_configs(ctx: &Context, named: Vec<(String, Named)>) -> Result<Vec<Arc<KernelConfig>>, CliError> {
+    let usage = |why: String| CliError::Usage { flag: "--config", why };
+    let mut out = Vec::new();
+    for (name, n) in named {
+        let cfg = match n {
+            Named::Current => {
+                let mut c = (*ctx.config()).clone();
+                if c.name == "default" || c.name == "tuned" {
+                    c.name = format!("current ({})", c.name);
+                }
+                c
+            }
+            Named::Default => KernelConfig::defaults(ctx.caps()),
+            Named::Tuned => {
+                let dir = ctx.cache_dir().ok_or_else(|| usage("this platform has no cache directory".into()))?;
+                cache::load(dir, &ctx.cache_key())
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "no tuned configuration for this device in {}: run `hopfield-gpu tune` first",
+                            dir.display()
+                        ))
+                    })?
+                    .config
+            }
+            Named::Given(c) => c,
+        };
+        cfg.check(ctx.caps()).map_err(|why| usage(format!("{name}: cannot run on this device: {why}")))?;
+        out.push(Arc::new(cfg));
+    }
+    Ok(out)
+}
+
+/// Time row `c` on every configuration of `kernels` (the same data for
+/// all): each warmed up once (lavapipe compiles pipelines on first use),
+/// then the timed runs round-robin across the configurations, so that a
+/// shared machine's changing load falls on all of them alike and their
+/// ratios stay fair. One record per configuration, each checked against
+/// the reference.
+fn measure(
+    ctx: &Context,
+    c: &Config,
+    kernels: &[Arc<KernelConfig>],
+    storage: Storage,
+    bar: &ProgressBar,
+) -> Result<Vec<Record>, CliError> {
     let seed = (c.d as u64).wrapping_mul(31).wrapping_add((c.m as u64).wrapping_mul(7)).wrapping_add(c.l as u64);
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed ^ seed);
     let memories = random(&mut rng, c.m * c.d, c.scale);
     let queries = random(&mut rng, c.l * c.d, c.scale);
     let beta = c.beta.unwrap_or(1.0 / (c.d as f32).sqrt());
-    let bank = MemoryBank::new(ctx, &memories, c.m, c.d)?;
+    let bank = MemoryBank::with_storage(ctx, &memories, c.m, c.d, None, storage)?;
     // auto and poly are resolved here (and explained on stderr) so that the
     // reference below knows the polynomial.
     let method = super::explain(ctx, c.method, || {
@@ -381,30 +500,33 @@ fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliEr
     // Feature methods build S and n once per bank; timing them on a fresh
     // bank each run counts that build, as Theorem 3.1's total cost does.
     let wall_only = c.wall || c.method.is_kernel_method();
+    let run = |k: &Arc<KernelConfig>, bank: &MemoryBank| {
+        ctx.retrieve_with(k.clone(), bank, &queries, &opts, &mut |_| std::ops::ControlFlow::Continue(()))
+    };
 
     // Warm-up: compiles the pipelines and fills the buffer pool.
-    let first = ctx.retrieve(&bank, &queries, &opts)?;
-    bar.inc(1);
-    let mut gpu = Vec::new();
-    let mut wall = Vec::new();
-    for _ in 0..c.repeats {
-        let fresh = if wall_only { Some(MemoryBank::new(ctx, &memories, c.m, c.d)?) } else { None };
-        let t = Instant::now();
-        let r = ctx.retrieve(fresh.as_ref().unwrap_or(&bank), &queries, &opts)?;
-        wall.push(t.elapsed());
-        if let Some(g) = r.gpu_time {
-            gpu.push(g);
-        }
+    let mut firsts = Vec::with_capacity(kernels.len());
+    for k in kernels {
+        bar.set_message(format!("{} d={} M={} L={} [{}] warm-up", c.method.name(), c.d, c.m, c.l, k.name));
+        firsts.push(run(k, &bank)?);
         bar.inc(1);
     }
-    let wall_median = median(wall);
-    let (timing, time) = if wall_only {
-        ("wall-clock, fresh bank (S/n build included)", wall_median)
-    } else if gpu.len() == c.repeats {
-        ("gpu-timestamps", median(gpu))
-    } else {
-        ("wall-clock", wall_median)
-    };
+    let mut gpu = vec![Vec::new(); kernels.len()];
+    let mut wall = vec![Vec::new(); kernels.len()];
+    bar.set_message(format!("{} d={} M={} L={}", c.method.name(), c.d, c.m, c.l));
+    for _ in 0..c.repeats {
+        for (i, k) in kernels.iter().enumerate() {
+            let fresh =
+                if wall_only { Some(MemoryBank::with_storage(ctx, &memories, c.m, c.d, None, storage)?) } else { None };
+            let t = Instant::now();
+            let r = run(k, fresh.as_ref().unwrap_or(&bank))?;
+            wall[i].push(t.elapsed());
+            if let Some(g) = r.gpu_time {
+                gpu[i].push(g);
+            }
+            bar.inc(1);
+        }
+    }
 
     // Reference on an evenly spaced subsample, sized to ~2e8 multiply-adds per step.
     let budget = 2e8 / (c.m as f64 * 2.0 * c.d as f64 * f64::from(c.steps));
@@ -416,36 +538,59 @@ fn measure(ctx: &Context, c: &Config, bar: &ProgressBar) -> Result<Record, CliEr
     let want = reference(c, &xs, &rows, &xim, f64::from(beta))?;
     let cpu_time = t.elapsed().as_secs_f64() * c.l as f64 / n_ref as f64;
     bar.inc(1);
-    let mut max_err = 0.0f64;
-    for (k, &row) in rows.iter().enumerate() {
-        let got = &first.z[row * c.d..(row + 1) * c.d];
-        max_err = max_err.max(hopfield_gpu::tolerance::max_abs_diff(got, want.row(k)));
-    }
 
-    let secs = time.as_secs_f64();
-    // Dense-equivalent for every method, so that GFLOP/s compare times.
-    let flops = 4.0 * c.d as f64 * c.m as f64 * c.l as f64 * f64::from(c.steps);
-    let bytes = 4.0 * (2.0 * c.m as f64 * c.d as f64 + 2.0 * c.l as f64 * c.d as f64);
-    Ok(Record {
-        method: c.method.name(),
-        d: c.d,
-        m: c.m,
-        l: c.l,
-        steps: c.steps,
-        beta,
-        note: c.note,
-        timing,
-        repeats: c.repeats,
-        median_ms: secs * 1e3,
-        wall_median_ms: wall_median.as_secs_f64() * 1e3,
-        gflops: flops / secs / 1e9,
-        gbps: bytes / secs / 1e9,
-        max_abs_err: max_err,
-        checked_queries: n_ref,
-        cpu_ref_ms: cpu_time * 1e3,
-        speedup_vs_cpu_ref: cpu_time / secs,
-        segments: bank.segment_count(),
-    })
+    let mut records = Vec::with_capacity(kernels.len());
+    for (i, k) in kernels.iter().enumerate() {
+        let mut max_err = 0.0f64;
+        for (r, &row) in rows.iter().enumerate() {
+            let got = &firsts[i].z[row * c.d..(row + 1) * c.d];
+            max_err = max_err.max(hopfield_gpu::tolerance::max_abs_diff(got, want.row(r)));
+        }
+        let wall_median = median(wall[i].clone());
+        let (timing, time) = if wall_only {
+            ("wall-clock, fresh bank (S/n build included)", wall_median)
+        } else if gpu[i].len() == c.repeats {
+            ("gpu-timestamps", median(gpu[i].clone()))
+        } else {
+            ("wall-clock", wall_median)
+        };
+        let secs = time.as_secs_f64();
+        // Dense-equivalent for every method, so that GFLOP/s compare times.
+        let flops = 4.0 * c.d as f64 * c.m as f64 * c.l as f64 * f64::from(c.steps);
+        let bytes = storage.bytes() as f64 * 2.0 * c.m as f64 * c.d as f64 + 4.0 * 2.0 * c.l as f64 * c.d as f64;
+        records.push(Record {
+            config: k.name.clone(),
+            kernels: k.to_string(),
+            storage: match storage {
+                Storage::F32 => "f32",
+                Storage::F16 => "f16",
+            },
+            relative_to_first: None,
+            method: c.method.name(),
+            d: c.d,
+            m: c.m,
+            l: c.l,
+            steps: c.steps,
+            beta,
+            note: c.note,
+            timing,
+            repeats: c.repeats,
+            median_ms: secs * 1e3,
+            wall_median_ms: wall_median.as_secs_f64() * 1e3,
+            gflops: flops / secs / 1e9,
+            gbps: bytes / secs / 1e9,
+            max_abs_err: max_err,
+            checked_queries: n_ref,
+            cpu_ref_ms: cpu_time * 1e3,
+            speedup_vs_cpu_ref: cpu_time / secs,
+            segments: bank.segment_count(),
+        });
+    }
+    let first = records[0].median_ms;
+    for r in records.iter_mut().skip(1) {
+        r.relative_to_first = Some(r.median_ms / first);
+    }
+    Ok(records)
 }
 
 /// The f64 CPU reference of `c.steps` updates for the sampled query `rows`
@@ -457,12 +602,25 @@ fn reference(c: &Config, xs: &Matrix, rows: &[usize], xim: &Matrix, beta: f64) -
 
 fn print_table(records: &[Record]) {
     println!(
-        "{:<12} {:>5} {:>8} {:>6} {:>5} {:>11} {:>11} {:>9} {:>8} {:>10} {:>9}  note",
-        "method", "d", "M", "L", "steps", "median ms", "wall ms", "GFLOP/s", "GB/s", "max|err|", "vs CPU"
+        "{:<16} {:<12} {:>5} {:>8} {:>6} {:>5} {:>11} {:>11} {:>7} {:>9} {:>8} {:>10} {:>9}  note",
+        "config",
+        "method",
+        "d",
+        "M",
+        "L",
+        "steps",
+        "median ms",
+        "wall ms",
+        "vs 1st",
+        "GFLOP/s",
+        "GB/s",
+        "max|err|",
+        "vs CPU"
     );
     for r in records {
         println!(
-            "{:<12} {:>5} {:>8} {:>6} {:>5} {:>11.3} {:>11.3} {:>9.2} {:>8.2} {:>10.2e} {:>8.1}x  {}{}",
+            "{:<16} {:<12} {:>5} {:>8} {:>6} {:>5} {:>11.3} {:>11.3} {:>7} {:>9.2} {:>8.2} {:>10.2e} {:>8.1}x  {}{}",
+            r.config,
             r.method,
             r.d,
             r.m,
@@ -470,6 +628,7 @@ fn print_table(records: &[Record]) {
             r.steps,
             r.median_ms,
             r.wall_median_ms,
+            r.relative_to_first.map_or("-".to_string(), |x| format!("{x:.3}")),
             r.gflops,
             r.gbps,
             r.max_abs_err,
@@ -482,7 +641,8 @@ fn print_table(records: &[Record]) {
         "GFLOP/s counts 4 d M L flops per step (for the non-dense methods a dense-equivalent rate: \
          compare times); GB/s counts memories, queries and outputs moved once; \
          max|err| is against the f64 CPU reference on a subsample; \"vs CPU\" is the reference's time \
-         (extrapolated from that subsample) over the median."
+         (extrapolated from that subsample) over the median; \"vs 1st\" is the median over that of the \
+         row's first configuration (--config)."
     );
 }
 
@@ -574,7 +734,7 @@ fn scaling(args: &Args, device: &Option<String>) -> Result<(), CliError> {
     for &tau in &taus {
         let mut times = [0.0; 2];
         for (i, method) in [Method::Dense, poly].into_iter().enumerate() {
-            let r = measure(&ctx, &config(method, tau), &bar)?;
+            let r = measure(&ctx, &config(method, tau), &[ctx.config()], Storage::F32, &bar)?.remove(0);
             times[i] = r.median_ms;
             records.push(r);
         }

@@ -10,6 +10,7 @@ mod info;
 mod layer;
 mod paths;
 mod retrieve;
+mod tune;
 
 use std::process::ExitCode;
 
@@ -33,9 +34,11 @@ enum Command {
     /// Retrieve patterns for queries read from .npy files.
     Retrieve(retrieve::Args),
     /// List adapters, and show the chosen one's limits and features.
-    Info,
+    Info(info::Args),
     /// Time retrieval kernels and check them against the CPU reference.
     Bench(bench::Args),
+    /// Find the fastest kernel configuration for this device and cache it.
+    Tune(tune::Args),
     /// Run a trained hopfield-layers module (Hopfield, HopfieldPooling,
     /// HopfieldLayer) on .npy inputs.
     Layer(layer::Args),
@@ -326,8 +329,9 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Retrieve(args) => retrieve::run(args, &cli.device),
-        Command::Info => info::run(&cli.device),
+        Command::Info(args) => info::run(args, &cli.device),
         Command::Bench(args) => bench::run(args, &cli.device),
+        Command::Tune(args) => tune::run(args, &cli.device),
         Command::Layer(args) => layer::run(args, &cli.device),
         Command::Forward(args) => forward::run(args, &cli.device),
         Command::Experiment(args) => experiment::run(args, &cli.device),

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use bytemuck::Pod;
 
 use crate::bank::MemoryBank;
+use crate::config::KernelConfig;
 use crate::context::{Context, Scratch};
 use crate::error::{Error, Result};
 use crate::method::{default_window, Method};
@@ -201,9 +202,15 @@ pub(crate) fn grid(n: usize) -> (u32, u32) {
 /// `work_groups` workgroups per split: enough splits that a few queries
 /// against a million memories still fill a GPU (flash-decoding), and few on
 /// CPU devices (lavapipe runs one workgroup per thread; more splits only add
-/// merging). A multiple of `bm`; at least two tiles per split.
-pub(crate) fn split_rows(ctx: &Context, m: usize, work_groups: usize, bm: usize) -> usize {
-    let target = if ctx.is_cpu() { 4 * std::thread::available_parallelism().map_or(4, |n| n.get()) } else { 2048 };
+/// merging). `target` is the workgroups to aim for (the configuration's
+/// `split_target`, which the tuner measures; 0: 2048 on GPUs, 4 per CPU
+/// thread on CPU devices). A multiple of `bm`; at least two tiles per split.
+pub(crate) fn split_rows(ctx: &Context, target: u32, m: usize, work_groups: usize, bm: usize) -> usize {
+    let target = match target {
+        0 if ctx.is_cpu() => 4 * std::thread::available_parallelism().map_or(4, |n| n.get()),
+        0 => 2048,
+        t => t as usize,
+    };
     let tiles = m.div_ceil(bm);
     let want = target.div_ceil(work_groups.max(1)).clamp(1, (tiles / 2).max(1));
     m.div_ceil(want).div_ceil(bm) * bm
@@ -211,6 +218,8 @@ pub(crate) fn split_rows(ctx: &Context, m: usize, work_groups: usize, bm: usize)
 
 /// What a kernel family needs to record one retrieval step.
 pub(crate) struct StepArgs<'a> {
+    /// The kernel configuration of this retrieval.
+    pub cfg: &'a KernelConfig,
     /// The memories.
     pub bank: &'a MemoryBank,
     /// `[l, d]` current states (the queries on the first step).

@@ -102,7 +102,7 @@ impl Context {
             ));
         }
         self.scoped(|| {
-            let job = Job::new(self, bank, &opts, l, None)?;
+            let job = Job::new(self, bank, self.config(), &opts, l, None)?;
             let (d, cols) = (bank.dim(), job.cols);
             check("queries", queries, l * d * 4, wgpu::BufferUsages::COPY_SRC)?;
             check("z", outputs.z, l * cols * 4, wgpu::BufferUsages::COPY_DST)?;

@@ -10,10 +10,13 @@
 //! results stay a separate stage (`dense::encode_partial`), which is what
 //! merging the shards of a bank needs.
 
-use crate::bank::MemoryBank;
+use std::sync::Arc;
+
+use crate::bank::{MemoryBank, Storage};
+use crate::config::KernelConfig;
 use crate::context::{Context, Timer};
 use crate::error::{Error, Resource, Result};
-use crate::kernels::dense::{self, MergeMode, Partials, SplitPlan, Tile};
+use crate::kernels::dense::{self, LegacyTile, MergeMode, Partials, Pass1, SplitPlan};
 use crate::kernels::update::{self, QueryInfo};
 use crate::kernels::{self, feature, Recorder, StepArgs, MAX_GROUPS};
 use crate::method::Method;
@@ -36,6 +39,8 @@ pub(crate) struct Job<'a> {
     pub(crate) bank: &'a MemoryBank,
     /// The options, with the method resolved (no `auto`, a polynomial with its degree).
     pub(crate) opts: RetrieveOptions,
+    /// The kernel configuration (a snapshot of the context's, or the tuner's candidate).
+    pub(crate) cfg: Arc<KernelConfig>,
     /// Queries in the call.
     pub(crate) l: usize,
     /// Whether states are iterated (dv == d): z replaces the state.
@@ -107,6 +112,7 @@ impl<'a> Job<'a> {
     pub(crate) fn new(
         ctx: &'a Context,
         bank: &'a MemoryBank,
+        cfg: Arc<KernelConfig>,
         opts: &RetrieveOptions,
         l: usize,
         stats: Option<&ProblemStats>,
@@ -118,14 +124,11 @@ impl<'a> Job<'a> {
         }
         let method = planner::resolve(opts.method, stats, ctx.max_binding())?;
         let opts = RetrieveOptions { method, ..opts.clone() };
-        let wg_mem = u64::from(ctx.limits().max_compute_workgroup_storage_size);
-        let need = Tile::DEFAULT.workgroup_bytes();
-        if method == Method::Dense && wg_mem < need {
-            return Err(Error::limit(
-                "the tiled dense kernel (use method dense-naive on this device)",
-                Resource::WorkgroupBytes,
-                need,
-                wg_mem,
+        if bank.storage() == Storage::F16 && method != Method::Dense {
+            return Err(Error::unsupported(
+                "storage",
+                Some(method.name()),
+                "memories stored as f16 serve dense retrieval only; upload them as f32 for this method",
             ));
         }
         if opts.max_steps > 1 && dv != d {
@@ -167,16 +170,26 @@ impl<'a> Job<'a> {
             feature::prepare(ctx, bank, key)?;
         }
 
-        let mut plan = SplitPlan::new(ctx, bank, l);
+        let mut plan = SplitPlan::new(ctx, &cfg, bank, l)?;
+        let wg_mem = u64::from(ctx.limits().max_compute_workgroup_storage_size);
+        let need = LegacyTile::DEFAULT.workgroup_bytes();
+        if method == Method::Dense && plan.pass1 == Pass1::LegacyTiled && wg_mem < need {
+            return Err(Error::limit(
+                "the legacy tiled dense kernel (use method dense-naive, or another configuration, on this device)",
+                Resource::WorkgroupBytes,
+                need,
+                wg_mem,
+            ));
+        }
         let max_bind = ctx.max_binding() as usize;
         let cap = |plan: &SplitPlan| {
             (max_bind / (plan.n_splits * dv * 4))
                 .min(max_bind / (plan.n_splits * 16))
                 .min(max_bind / (d.max(dv) * 4))
-                .min(MAX_GROUPS * Tile::DEFAULT.bq)
+                .min(MAX_GROUPS * plan.pass1.queries_per_group())
         };
         if cap(&plan) == 0 {
-            plan = SplitPlan::minimal(ctx, bank, l);
+            plan = SplitPlan::minimal(ctx, &cfg, bank, l)?;
         }
         let batch = cap(&plan).min(l);
         if batch == 0 {
@@ -189,7 +202,7 @@ impl<'a> Job<'a> {
         }
         let iterate = dv == d;
         let support_width = if opts.support { method.support_width(bank.len()) } else { None };
-        Ok(Job { bank, opts, l, iterate, cols: if iterate { d } else { dv }, support_width, plan, batch })
+        Ok(Job { bank, opts, cfg, l, iterate, cols: if iterate { d } else { dv }, support_width, plan, batch })
     }
 
     /// Whether the kernels count each query's steps (else exactly one update
@@ -269,6 +282,7 @@ impl<'a> Job<'a> {
             } else {
                 let z = bufs.z.as_ref().unwrap_or(&bufs.target);
                 let args = StepArgs {
+                    cfg: &self.cfg,
                     bank: self.bank,
                     queries: state,
                     l: lb,

@@ -5,9 +5,11 @@
 //! buffers and encoder, no readback, no submit) are two ways of driving it.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::bank::MemoryBank;
+use crate::config::KernelConfig;
 use crate::context::{Context, Scratch};
 use crate::error::{Error, Result};
 use crate::kernels::update::QueryInfo;
@@ -201,6 +203,23 @@ impl Context {
         opts: &RetrieveOptions,
         observer: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<Retrieval> {
+        self.retrieve_with(self.config(), bank, queries, opts, observer)
+    }
+
+    /// [`Context::retrieve_observed`] on the kernels of `cfg` rather than
+    /// the context's configuration (the tuner's candidates, bench's
+    /// configurations side by side). `cfg` must fit the device
+    /// ([`KernelConfig::check`]).
+    pub fn retrieve_with(
+        &self,
+        cfg: Arc<KernelConfig>,
+        bank: &MemoryBank,
+        queries: &[f32],
+        opts: &RetrieveOptions,
+        observer: &mut dyn FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<Retrieval> {
+        cfg.check(self.caps())
+            .map_err(|why| Error::unsupported("config", None, format!("configuration {:?}: {why}", cfg.name)))?;
         opts.validate()?;
         let d = bank.dim();
         if queries.is_empty() {
@@ -217,7 +236,7 @@ impl Context {
         validate_matrix("queries", queries, l, d)?;
         let stats = bank.problem_stats(queries, f64::from(opts.beta), opts.max_steps);
         self.scoped(|| {
-            let job = Job::new(self, bank, opts, l, stats.as_ref())?;
+            let job = Job::new(self, bank, cfg, opts, l, stats.as_ref())?;
             self.run_host(&job, queries, observer)
         })
     }

@@ -95,9 +95,10 @@ impl Context {
             }
         }
         // Splits: on a GPU, enough for the row blocks to fill it; never more
-        // iterations per invocation than the budget allows.
+        // iterations per invocation than the budget allows. The device's
+        // default split target (0): the tuned one is measured for retrieval.
         let largest = bank.segments.iter().map(|s| s.rows).max().unwrap_or(1);
-        let want = crate::kernels::split_rows(self, largest, n_rows.div_ceil(BR), sep::BC);
+        let want = crate::kernels::split_rows(self, 0, largest, n_rows.div_ceil(BR), sep::BC);
         let split_cols = sep::split_cols(budget, d, want).ok_or_else(|| {
             Error::limit(
                 format!("one 64-memory tile of the pairwise sweep at d = {d}"),

@@ -17,12 +17,17 @@ use rand::{Rng, SeedableRng};
 pub fn ctx() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
     CTX.get_or_init(|| {
-        Context::new(&ContextOptions::default()).unwrap_or_else(|e| {
+        let ctx = Context::new(&ContextOptions::default()).unwrap_or_else(|e| {
             panic!(
                 "GPU tests need an adapter ({e}). Install lavapipe (apt-get install mesa-vulkan-drivers \
                  libvulkan1), or mark these tests ignored with RUSTFLAGS=\"--cfg skip_gpu_tests\""
             )
-        })
+        });
+        // The defaults table, not a developer's tuned choice: every run of
+        // the suite tests the same kernels (the tuner's candidates have a
+        // test of their own).
+        ctx.set_config(hopfield_gpu::config::KernelConfig::defaults(ctx.caps())).expect("the defaults fit");
+        ctx
     })
 }
 
@@ -52,6 +57,25 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: Tolerance) {
     if let Err(m) = tol.check(got, want) {
         panic!("{what}: {m} (tolerance abs {:e}, rel {:e})", tol.abs, tol.rel);
     }
+}
+
+/// A context whose every kernel is built with wgpu's runtime checks (as
+/// `HOPFIELD_CHECKED_SHADERS=1`), on the default configuration: the suite
+/// runs its case tables on both builds.
+pub fn checked_ctx() -> &'static Context {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let opts = ContextOptions { checked_shaders: Some(true), ..Default::default() };
+        let ctx = Context::new(&opts).expect("an adapter");
+        assert!(ctx.checked_shaders());
+        ctx
+    })
+}
+
+/// The defaults table's configuration for this device (what an untuned
+/// device runs), whatever a developer's tuner cache holds.
+pub fn default_config(ctx: &Context) -> std::sync::Arc<hopfield_gpu::config::KernelConfig> {
+    std::sync::Arc::new(hopfield_gpu::config::KernelConfig::defaults(ctx.caps()))
 }
 
 /// Options for one retrieval with `method` at `beta`, supports returned.
