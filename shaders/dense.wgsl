@@ -98,28 +98,7 @@ var<workgroup> ps: array<vec4<f32>, BM * TQ>;
 
 // #include shared/score_tile.wgsl
 
-fn value_dims() -> u32 {
-    return select(p.dv, DV, DV > 0u);
-}
-
-// Columns 4 c4 .. 4 c4 + 3 of value row `row` of the segment; zero past dv.
-fn value4(row: u32, dv: u32, c4: u32) -> vec4<f32> {
-    let k = 4u * c4;
-    var v = vec4<f32>(0.0);
-    if (VALIGN) {
-        if (k < dv) {
-            v = vec4<f32>(values[(row * dv + k) >> 2u]);
-        }
-        return v;
-    }
-    let e = row * dv + k;
-    for (var c = 0u; c < 4u; c++) {
-        if (k + c < dv) {
-            v[c] = f32(values[(e + c) >> 2u][(e + c) & 3u]);
-        }
-    }
-    return v;
-}
+// #include shared/value4.wgsl
 
 // Max over the TM lanes of this thread's row, per query.
 fn row_max(t: u32, v: vec4<f32>) -> vec4<f32> {

@@ -75,68 +75,8 @@ var<workgroup> kv: array<vec4<f32>, WG * KS4>;  // kv[j * KS4 + k4]: the tile's 
 var<workgroup> ws: array<vec4<f32>, WG * LQ4>;  // ws[j * LQ4 + g]: exp2(s - max) of memory j
 var<workgroup> red: array<vec4<f32>, WG * LQ4>; // reductions
 
-fn dims() -> u32 {
-    return select(p.d, D, D > 0u);
-}
-
-fn value_dims() -> u32 {
-    return select(p.dv, DV, DV > 0u);
-}
-
-// Dimensions k .. k + 3 of query row `row`; zero past d.
-fn query4(row: u32, d: u32, k: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if (KALIGN) {
-        if (k < d) {
-            v = queries[(row * d + k) >> 2u];
-        }
-        return v;
-    }
-    let e = row * d + k;
-    for (var c = 0u; c < 4u; c++) {
-        if (k + c < d) {
-            v[c] = queries[(e + c) >> 2u][(e + c) & 3u];
-        }
-    }
-    return v;
-}
-
-// Dimensions k .. k + 3 of memory `row` of the segment; zero past d.
-fn key4(row: u32, d: u32, k: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if (KALIGN) {
-        if (k < d) {
-            v = vec4<f32>(keys[(row * d + k) >> 2u]);
-        }
-        return v;
-    }
-    let e = row * d + k;
-    for (var c = 0u; c < 4u; c++) {
-        if (k + c < d) {
-            v[c] = f32(keys[(e + c) >> 2u][(e + c) & 3u]);
-        }
-    }
-    return v;
-}
-
-// Columns 4 c4 .. 4 c4 + 3 of value row `row`; zero past dv.
-fn value4(row: u32, dv: u32, c4: u32) -> vec4<f32> {
-    let k = 4u * c4;
-    var v = vec4<f32>(0.0);
-    if (VALIGN) {
-        if (k < dv) {
-            v = vec4<f32>(values[(row * dv + k) >> 2u]);
-        }
-        return v;
-    }
-    let e = row * dv + k;
-    for (var c = 0u; c < 4u; c++) {
-        if (k + c < dv) {
-            v[c] = f32(values[(e + c) >> 2u][(e + c) & 3u]);
-        }
-    }
-    return v;
-}
+// #include shared/load4.wgsl
+// #include shared/value4.wgsl
 
 // op 0: max, 1: sum, 2: min of the u32 bits; over the whole workgroup, per
 // component of each of the LQ4 vec4s in `v` (every thread gets the result).

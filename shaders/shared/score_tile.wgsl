@@ -25,49 +25,7 @@
 // behind the arithmetic. The host keeps ceil(BM DK4 / WG) <= 16.
 var<private> pf: array<vec4<f32>, 16>;
 
-// Pattern dimension: the bank's, fixed at pipeline creation where D > 0
-// (constant trip counts), else the parameter.
-fn dims() -> u32 {
-    return select(p.d, D, D > 0u);
-}
-
-// Dimensions k .. k + 3 of row `row` of the queries (d per row); zero past
-// d. KALIGN (d a multiple of 4, set by the host) compiles the vec4 path
-// alone: the scalar one, dead there, would still cost registers.
-fn query4(row: u32, d: u32, k: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if (KALIGN) {
-        if (k < d) {
-            v = queries[(row * d + k) >> 2u];
-        }
-        return v;
-    }
-    let e = row * d + k;
-    for (var c = 0u; c < 4u; c++) {
-        if (k + c < d) {
-            v[c] = queries[(e + c) >> 2u][(e + c) & 3u];
-        }
-    }
-    return v;
-}
-
-// Dimensions k .. k + 3 of memory `row` of the bound segment; zero past d.
-fn key4(row: u32, d: u32, k: u32) -> vec4<f32> {
-    var v = vec4<f32>(0.0);
-    if (KALIGN) {
-        if (k < d) {
-            v = vec4<f32>(keys[(row * d + k) >> 2u]);
-        }
-        return v;
-    }
-    let e = row * d + k;
-    for (var c = 0u; c < 4u; c++) {
-        if (k + c < d) {
-            v[c] = f32(keys[(e + c) >> 2u][(e + c) & 3u]);
-        }
-    }
-    return v;
-}
+// #include shared/load4.wgsl
 
 // Stage dimensions k0 .. k0 + DK of queries q0 .. q0 + BQ - 1 (rows
 // qrow0 + q of `queries`, zero past l), multiplied by `scale`.
