@@ -197,6 +197,31 @@ pub struct Module {
     pub core: Core,
 }
 
+impl Module {
+    /// One head, no projection, no LayerNorm, beta: `softmax(beta R Y^T) Y`
+    /// (the plain Hopfield block of a network; `kernelized` turns it into
+    /// the KHN layer).
+    pub fn plain(beta: f64) -> Module {
+        let tile = InputPath { linears: vec![], heads: Heads::Tile };
+        Module {
+            norm_stored: None,
+            norm_state: None,
+            norm_projection: None,
+            core: Core {
+                heads: 1,
+                query: tile.clone(),
+                key: tile.clone(),
+                value: tile,
+                hopfield_norm: None,
+                scaling: Scaling::Uniform(beta),
+                updates: Updates { max: vec![Some(0)], eps: vec![1e-4], rule: StopRule::Association },
+                zero_association: false,
+                out: None,
+            },
+        }
+    }
+}
+
 /// The result of [`forward`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Forward {

@@ -118,7 +118,6 @@ pub fn khn_update(x: &[f64], memories: &Matrix, w: &Matrix, beta: f64) -> Vec<f6
 #[cfg(test)]
 mod tests {
     use super::super::dense::{dense, energy, update};
-    use super::super::layer::{Core, Heads, InputPath, Scaling, StopRule, Updates};
     use super::*;
 
     fn rand_matrix(seed: u64, rows: usize, cols: usize) -> Matrix {
@@ -133,27 +132,6 @@ mod tests {
         Matrix { rows, cols, data }
     }
 
-    /// One head, no projection, beta: `softmax(beta R Y^T) Y`.
-    fn plain(beta: f64) -> Module {
-        let tile = InputPath { linears: vec![], heads: Heads::Tile };
-        Module {
-            norm_stored: None,
-            norm_state: None,
-            norm_projection: None,
-            core: Core {
-                heads: 1,
-                query: tile.clone(),
-                key: tile.clone(),
-                value: tile,
-                hopfield_norm: None,
-                scaling: Scaling::Uniform(beta),
-                updates: Updates { max: vec![Some(0)], eps: vec![1e-4], rule: StopRule::Association },
-                zero_association: false,
-                out: None,
-            },
-        }
-    }
-
     fn max_diff(a: &Matrix, b: &Matrix) -> f64 {
         a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
     }
@@ -164,13 +142,17 @@ mod tests {
         let bank = rand_matrix(2, 6, 4);
         let a = Method::Dense;
         let out = network_forward(
-            &[Block::Hopfield { module: Box::new(plain(1.7)), memories: Memories::Bank(bank.clone()), association: a }],
+            &[Block::Hopfield {
+                module: Box::new(Module::plain(1.7)),
+                memories: Memories::Bank(bank.clone()),
+                association: a,
+            }],
             &x,
         )
         .unwrap();
         assert!(max_diff(&out, &dense(&x, &bank, &bank, 1.7).z) < 1e-14);
         let out = network_forward(
-            &[Block::Hopfield { module: Box::new(plain(0.9)), memories: Memories::Hidden, association: a }],
+            &[Block::Hopfield { module: Box::new(Module::plain(0.9)), memories: Memories::Hidden, association: a }],
             &x,
         )
         .unwrap();
@@ -243,7 +225,7 @@ mod tests {
         let w = Linear { weight: rand_matrix(9, 4, 3), bias: None };
         let r = rand_matrix(10, 2, 3);
         let y = rand_matrix(11, 5, 3);
-        let m = kernelized(&plain(1.3), &w);
+        let m = kernelized(&Module::plain(1.3), &w);
         let ys = std::slice::from_ref(&y);
         let f = forward(&m, ys, std::slice::from_ref(&r), ys, None, &Method::Dense).unwrap();
         for l in 0..2 {

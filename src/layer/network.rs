@@ -46,7 +46,7 @@ use serde_json::{Map, Value};
 
 use super::config::{LayerClass, LayerConfig};
 use super::weights::{read_tensors, LayerWeights, Tensor, TensorMap};
-use crate::cpu::layer::{Core, Heads, InputPath, Module, Scaling, StopRule, Updates};
+use crate::cpu::layer::{Module, StopRule};
 use crate::cpu::linalg::{FeedForward, LayerNorm, Linear};
 use crate::cpu::network::{kernelized, Block, Memories};
 use crate::cpu::Matrix;
@@ -409,28 +409,6 @@ fn vector(t: &Option<Tensor>) -> Option<Vec<f64>> {
     t.as_ref().map(|t| t.data.iter().map(|&v| f64::from(v)).collect())
 }
 
-/// One head, no projection, no LayerNorm, beta: `softmax(beta R Y^T) Y`,
-/// which [`kernelized`] turns into the KHN layer.
-fn plain(beta: f64) -> Module {
-    let tile = InputPath { linears: vec![], heads: Heads::Tile };
-    Module {
-        norm_stored: None,
-        norm_state: None,
-        norm_projection: None,
-        core: Core {
-            heads: 1,
-            query: tile.clone(),
-            key: tile.clone(),
-            value: tile,
-            hopfield_norm: None,
-            scaling: Scaling::Uniform(beta),
-            updates: Updates { max: vec![Some(0)], eps: vec![1e-4], rule: StopRule::Association },
-            zero_association: false,
-            out: None,
-        },
-    }
-}
-
 fn reference_blocks(blocks: &[ModelBlock]) -> Result<Vec<Block>> {
     let mut out = Vec::new();
     for b in blocks {
@@ -455,7 +433,7 @@ fn reference_blocks(blocks: &[ModelBlock]) -> Result<Vec<Block>> {
                 association: config.method,
             }),
             ModelBlock::Khn { beta, phi, memories, steps } => {
-                let module = kernelized(&plain(*beta), &Linear { weight: matrix(phi), bias: None });
+                let module = kernelized(&Module::plain(*beta), &Linear { weight: matrix(phi), bias: None });
                 for _ in 0..*steps {
                     out.push(Block::Hopfield {
                         module: Box::new(module.clone()),
