@@ -624,34 +624,8 @@ pub struct Candidates {
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{lavapipe, nvidia};
     use super::*;
-
-    /// lavapipe as wgpu 30 reports it (Mesa 22.3): 32 KiB, subgroups of 8.
-    pub(crate) fn lavapipe() -> DeviceCaps {
-        DeviceCaps {
-            vendor: 0x10005,
-            device_type: "Cpu".into(),
-            workgroup_bytes: 32 << 10,
-            invocations: 1024,
-            workgroup_size_x: 1024,
-            subgroups: true,
-            subgroup_min: 8,
-            subgroup_max: 8,
-            shader_f16: true,
-            cooperative_matrix: false,
-        }
-    }
-
-    fn nvidia() -> DeviceCaps {
-        DeviceCaps {
-            vendor: 0x10de,
-            device_type: "DiscreteGpu".into(),
-            workgroup_bytes: 48 << 10,
-            subgroup_min: 32,
-            subgroup_max: 32,
-            ..lavapipe()
-        }
-    }
 
     #[test]
     fn the_flash_attention_default_fits_nvidia_and_shrinks_for_32_kib() {
@@ -703,6 +677,41 @@ mod tests {
         for cfg in [KernelConfig::legacy(), KernelConfig::defaults(&nvidia()), KernelConfig::defaults(&lavapipe())] {
             let text = serde_json::to_string(&cfg).unwrap();
             assert_eq!(serde_json::from_str::<KernelConfig>(&text).unwrap(), cfg);
+        }
+    }
+}
+
+/// Device capabilities the tests of every kernel family shape their
+/// candidates for.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::DeviceCaps;
+
+    /// lavapipe as wgpu 30 reports it (Mesa 22.3): 32 KiB, subgroups of 8.
+    pub(crate) fn lavapipe() -> DeviceCaps {
+        DeviceCaps {
+            vendor: 0x10005,
+            device_type: "Cpu".into(),
+            workgroup_bytes: 32 << 10,
+            invocations: 1024,
+            workgroup_size_x: 1024,
+            subgroups: true,
+            subgroup_min: 8,
+            subgroup_max: 8,
+            shader_f16: true,
+            cooperative_matrix: false,
+        }
+    }
+
+    /// An NVIDIA discrete GPU (H100/H200 class): 48 KiB, subgroups of 32.
+    pub(crate) fn nvidia() -> DeviceCaps {
+        DeviceCaps {
+            vendor: 0x10de,
+            device_type: "DiscreteGpu".into(),
+            workgroup_bytes: 48 << 10,
+            subgroup_min: 32,
+            subgroup_max: 32,
+            ..lavapipe()
         }
     }
 }

@@ -644,19 +644,8 @@ mod tests {
 
     #[test]
     fn every_candidate_sets_every_override() {
-        use crate::config::{candidates, DeviceCaps};
-        let caps = DeviceCaps {
-            vendor: 0x10de,
-            device_type: "DiscreteGpu".into(),
-            workgroup_bytes: 48 << 10,
-            invocations: 1024,
-            workgroup_size_x: 1024,
-            subgroups: true,
-            subgroup_min: 32,
-            subgroup_max: 32,
-            shader_f16: true,
-            cooperative_matrix: false,
-        };
+        use crate::config::{candidates, testing::nvidia};
+        let caps = nvidia();
         let all = candidates(&caps);
         let mut passes: Vec<Pass1> = Vec::new();
         for k in &all.dense {

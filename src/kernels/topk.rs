@@ -618,19 +618,8 @@ mod tests {
 
     #[test]
     fn every_tile_sets_every_override() {
-        use crate::config::{candidates, DeviceCaps};
-        let caps = DeviceCaps {
-            vendor: 0x10de,
-            device_type: "DiscreteGpu".into(),
-            workgroup_bytes: 48 << 10,
-            invocations: 1024,
-            workgroup_size_x: 1024,
-            subgroups: true,
-            subgroup_min: 32,
-            subgroup_max: 32,
-            shader_f16: true,
-            cooperative_matrix: false,
-        };
+        use crate::config::{candidates, testing::nvidia};
+        let caps = nvidia();
         for k in candidates(&caps).topk {
             if let TopkKernel::Threshold(t) = k {
                 let c = [
