@@ -41,8 +41,7 @@ use crate::kernels::update::QueryInfo;
 use crate::kernels::Recorder;
 use crate::method::Method;
 use crate::retrieve::job::{Job, Passes};
-use crate::retrieve::{Retrieval, RetrieveOptions, SupportSets};
-use crate::stats::validate_matrix;
+use crate::retrieve::{query_rows, Retrieval, RetrieveOptions, SupportSets};
 
 /// One shard's partial result for `rows` queries. Every field is plain data
 /// (numbers and vectors), so partials can be serialised and merged on
@@ -138,24 +137,6 @@ pub(crate) fn check_mergeable(method: &Method) -> Result<()> {
             format!("{} has no exact shard merge: {why}", method.name()),
         )),
     }
-}
-
-/// Rows of `queries` against memories of dimension `d`, after the checks
-/// [`Context::retrieve`] makes: not empty, whole rows, finite.
-pub(crate) fn query_rows(queries: &[f32], d: usize) -> Result<usize> {
-    if queries.is_empty() {
-        return Err(Error::Empty { what: "queries" });
-    }
-    if !queries.len().is_multiple_of(d) {
-        return Err(Error::ShapeMismatch {
-            what: "queries must have the memories' dimension d (length not a multiple of d)".into(),
-            expected: d,
-            got: queries.len() % d,
-        });
-    }
-    let l = queries.len() / d;
-    validate_matrix("queries", queries, l, d)?;
-    Ok(l)
 }
 
 impl Context {

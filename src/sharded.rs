@@ -9,7 +9,8 @@ use crate::bank::MemoryBank;
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::method::Method;
-use crate::partial::{check_mergeable, query_rows, Partial};
+use crate::partial::{check_mergeable, Partial};
+use crate::retrieve::query_rows;
 use crate::retrieve::{energy_from_lse, Retrieval, RetrieveOptions, SupportSets};
 use crate::stats::validate_matrix;
 

@@ -222,18 +222,7 @@ impl Context {
             .map_err(|why| Error::unsupported("config", None, format!("configuration {:?}: {why}", cfg.name)))?;
         opts.validate()?;
         let d = bank.dim();
-        if queries.is_empty() {
-            return Err(Error::Empty { what: "queries" });
-        }
-        if !queries.len().is_multiple_of(d) {
-            return Err(Error::ShapeMismatch {
-                what: "queries must have the memories' dimension d (length not a multiple of d)".into(),
-                expected: d,
-                got: queries.len() % d,
-            });
-        }
-        let l = queries.len() / d;
-        validate_matrix("queries", queries, l, d)?;
+        let l = query_rows(queries, d)?;
         let stats = bank.problem_stats(queries, f64::from(opts.beta), opts.max_steps);
         self.scoped(|| {
             let job = Job::new(self, bank, cfg, opts, l, stats.as_ref())?;
@@ -388,4 +377,22 @@ pub(crate) fn energy_from_lse(lse: f32, x: &[f32], beta: f32, query: usize) -> R
         ),
         value: e,
     })
+}
+
+/// Rows of `queries` against memories of dimension `d`, after the checks
+/// every entry point makes: not empty, whole rows, finite.
+pub(crate) fn query_rows(queries: &[f32], d: usize) -> Result<usize> {
+    if queries.is_empty() {
+        return Err(Error::Empty { what: "queries" });
+    }
+    if !queries.len().is_multiple_of(d) {
+        return Err(Error::ShapeMismatch {
+            what: "queries must have the memories' dimension d (length not a multiple of d)".into(),
+            expected: d,
+            got: queries.len() % d,
+        });
+    }
+    let l = queries.len() / d;
+    validate_matrix("queries", queries, l, d)?;
+    Ok(l)
 }

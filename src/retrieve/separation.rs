@@ -12,12 +12,13 @@
 //! (norms of every segment, first batch only) + one sweep per segment + the
 //! merge, then a readback of 32 bytes per row.
 
+use super::query_rows;
 use crate::bank::MemoryBank;
 use crate::context::{Context, Scratch};
 use crate::error::{Error, Resource, Result};
 use crate::kernels::separation::{self as sep, Rows, Summary, BR, NONE};
 use crate::kernels::{entire, Recorder, MAX_GROUPS};
-use crate::stats::{validate_matrix, Magnitudes};
+use crate::stats::Magnitudes;
 use crate::theory::Neighbours;
 
 /// What a sweep found, one entry per row, and how it was planned.
@@ -55,17 +56,7 @@ impl Context {
     /// memories with the largest `<x, xi_nu>`, and how many memories equal it.
     pub fn neighbours(&self, bank: &MemoryBank, queries: &[f32]) -> Result<Sweep> {
         let d = bank.dim();
-        if queries.is_empty() {
-            return Err(Error::Empty { what: "queries" });
-        }
-        if !queries.len().is_multiple_of(d) {
-            return Err(Error::ShapeMismatch {
-                what: "queries must have the memories' dimension d (length not a multiple of d)".into(),
-                expected: d,
-                got: queries.len() % d,
-            });
-        }
-        validate_matrix("queries", queries, queries.len() / d, d)?;
+        query_rows(queries, d)?;
         let q = Magnitudes::of(queries, d);
         check_range(d, bank.stats().map_or(q.max_abs, |s| s.keys.max_abs.max(q.max_abs)))?;
         self.scoped(|| self.sweep(bank, Some(queries)))
