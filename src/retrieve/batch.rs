@@ -599,6 +599,44 @@ impl Plan {
         }
     }
 
+    /// Record `C = A B` for every problem of every chunk, A its association
+    /// rows (`[rows, m]` in the chunk's association buffer), B `[m, n]` of
+    /// `b` and C `[rows, n]` of `c`, where `at` places B and C per problem.
+    #[expect(clippy::too_many_arguments, reason = "the recorder, pass and buffers of one product")]
+    fn encode_assoc_times(
+        &self,
+        rec: &mut Recorder<'_>,
+        pass: &mut wgpu::ComputePass<'_>,
+        bufs: &PlanBuffers,
+        n: usize,
+        b: &wgpu::Buffer,
+        c: &wgpu::Buffer,
+        at: impl Fn(&ProblemDesc) -> (At, At),
+    ) -> Result<()> {
+        for (ci, chunk) in self.chunks.iter().enumerate() {
+            let entries: Vec<MatmulEntry> = self
+                .of(chunk)
+                .iter()
+                .map(|p| {
+                    let (b_at, c_at) = at(p);
+                    MatmulEntry {
+                        m: p.rows,
+                        n,
+                        k: p.m,
+                        a: At::new(p.s_off, p.width()),
+                        b: b_at,
+                        c: c_at,
+                        bias_off: 0,
+                        alpha: 1.0,
+                    }
+                })
+                .collect();
+            let op = Matmul { a: &bufs.assoc[ci], b, c, bias: None, layout: BLayout::Cols, relu: false };
+            linalg::encode_matmul(rec, pass, &op, &entries)?;
+        }
+        Ok(())
+    }
+
     /// Record one chunk's scores and association rows.
     #[expect(clippy::too_many_arguments, reason = "the recording, the chunk and the pass's two choices")]
     fn encode_assoc(
@@ -679,31 +717,9 @@ impl Plan {
     ) -> Result<()> {
         let d = self.d;
         let mut pass = encoder.begin_compute_pass(&Default::default());
-        for (ci, c) in self.chunks.iter().enumerate() {
-            let entries: Vec<MatmulEntry> = self
-                .of(c)
-                .iter()
-                .map(|p| MatmulEntry {
-                    m: p.rows,
-                    n: d,
-                    k: p.m,
-                    a: At::new(p.s_off, p.width()),
-                    b: p.update,
-                    c: At::new(p.row0 * d, d),
-                    bias_off: 0,
-                    alpha: 1.0,
-                })
-                .collect();
-            let op = Matmul {
-                a: &bufs.assoc[ci],
-                b: inputs.update,
-                c: &bufs.xnew,
-                bias: None,
-                layout: BLayout::Cols,
-                relu: false,
-            };
-            linalg::encode_matmul(rec, &mut pass, &op, &entries)?;
-        }
+        self.encode_assoc_times(rec, &mut pass, bufs, d, inputs.update, &bufs.xnew, |p| {
+            (p.update, At::new(p.row0 * d, d))
+        })?;
         let assoc = self.stop == BatchStop::Association;
         let mut f = if assoc { flags::ASSOC } else { 0 };
         if first {
@@ -734,31 +750,7 @@ impl Plan {
     ) -> Result<()> {
         let mut pass = encoder.begin_compute_pass(&Default::default());
         if !self.z_is_state() {
-            for (ci, c) in self.chunks.iter().enumerate() {
-                let entries: Vec<MatmulEntry> = self
-                    .of(c)
-                    .iter()
-                    .map(|p| MatmulEntry {
-                        m: p.rows,
-                        n: self.dv,
-                        k: p.m,
-                        a: At::new(p.s_off, p.width()),
-                        b: p.values,
-                        c: p.out,
-                        bias_off: 0,
-                        alpha: 1.0,
-                    })
-                    .collect();
-                let op = Matmul {
-                    a: &bufs.assoc[ci],
-                    b: inputs.values,
-                    c: inputs.out,
-                    bias: None,
-                    layout: BLayout::Cols,
-                    relu: false,
-                };
-                linalg::encode_matmul(rec, &mut pass, &op, &entries)?;
-            }
+            self.encode_assoc_times(rec, &mut pass, bufs, self.dv, inputs.values, inputs.out, |p| (p.values, p.out))?;
         }
         // The records (lse, argmax) must be the dense ones of the final
         // states: the kernel methods' rows are not dense scores.
